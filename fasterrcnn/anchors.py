@@ -1,0 +1,152 @@
+"""Anchors: the reference boxes the RPN regresses from (paper, Sec. 3.1.1).
+
+At every position of the stride-16 feature map the RPN predicts k = 9 proposals, each
+relative to an anchor centred on that position: 3 scales (areas 128², 256², 512²) x 3 aspect
+ratios (1:2, 1:1, 2:1). The same anchors (and the same weights) at every position make the
+method translation invariant.
+
+`generate_base_anchors()` returns the canonical nine anchors of the paper's code (SPEC.md)
+for one position; `grid_anchors()` tiles them over an H x W feature map. The order of the
+tiled anchors is **(y, x, a)**: row by row over the feature map, then the k anchors of each
+position, i.e. anchor index ``(y * W + x) * k + a``. The RPN head's outputs are flattened in
+the same order (`permute(0, 2, 3, 1)` of an ``[N, k*C, H, W]`` map viewed as ``[N, H, W, k, C]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["AnchorGenerator", "anchors_inside", "generate_base_anchors", "grid_anchors"]
+
+
+def generate_base_anchors(
+    base_size: int = 16,
+    ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    scales: Sequence[float] = (8, 16, 32),
+) -> Tensor:
+    """The k = len(ratios) * len(scales) anchors of one feature-map position, Tensor[k, 4].
+
+    The algorithm of the paper's code (py-faster-rcnn `generate_anchors`): start from a
+    `base_size` x `base_size` box; for each ratio (h/w) keep its area and set
+    w = round(sqrt(area / ratio)), h = round(w * ratio); then multiply w and h by each scale.
+    Boxes are centred on the base box and written (x1, y1, x2, y2) in the +1 pixel
+    convention (x2 = x1 + w - 1). Ratios are enumerated first, then scales.
+
+    The centre is that of the base box in 1-based pixel indices, (1 + base_size) / 2 = 8.5
+    for stride 16, which gives exactly the nine canonical anchors the paper's code lists
+    (SPEC.md): [-83, -39, 100, 56], [-175, -87, 192, 104], ... (running py-faster-rcnn's Python
+    port on the 0-based box [0, 0, 15, 15] gives the same boxes shifted by one pixel). Rounding
+    is half-to-even, like numpy's. Returns float32.
+    """
+    if base_size <= 0 or not ratios or not scales:
+        raise ValueError(
+            f"base_size must be positive and ratios/scales non-empty; got {base_size}, {ratios}, {scales}"
+        )
+    if any(r <= 0 for r in ratios) or any(s <= 0 for s in scales):
+        raise ValueError(f"ratios and scales must be positive; got {ratios}, {scales}")
+    ratios_t = torch.as_tensor(ratios, dtype=torch.float64)
+    scales_t = torch.as_tensor(scales, dtype=torch.float64)
+    centre = (1 + base_size) / 2.0
+    area = float(base_size * base_size)
+    ws = torch.round(torch.sqrt(area / ratios_t))  # [R]
+    hs = torch.round(ws * ratios_t)
+    ws = (ws[:, None] * scales_t[None, :]).reshape(-1)  # ratio-major, then scale
+    hs = (hs[:, None] * scales_t[None, :]).reshape(-1)
+    half_w, half_h = 0.5 * (ws - 1), 0.5 * (hs - 1)
+    anchors = torch.stack((centre - half_w, centre - half_h, centre + half_w, centre + half_h), dim=1)
+    return anchors.to(torch.float32)
+
+
+def grid_anchors(
+    base_anchors: Tensor,
+    feature_size: tuple[int, int],
+    stride: int | tuple[int, int] = 16,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Tile `base_anchors` (Tensor[k, 4]) over a feature map of `feature_size` = (H, W).
+
+    The anchor of position (y, x) is the base anchor shifted by (x * stride_x, y * stride_y).
+    Returns Tensor[H * W * k, 4] in (y, x, a) order (see the module docstring).
+    """
+    if base_anchors.dim() != 2 or base_anchors.shape[1] != 4:
+        raise ValueError(f"base_anchors must be Tensor[k, 4], got {tuple(base_anchors.shape)}")
+    height, width = (int(v) for v in feature_size)
+    if height < 0 or width < 0:
+        raise ValueError(f"feature_size must be non-negative (H, W), got {feature_size!r}")
+    sy, sx = (stride, stride) if isinstance(stride, (int, float)) else stride
+    device = base_anchors.device if device is None else device
+    shift_x = torch.arange(width, device=device, dtype=dtype) * sx
+    shift_y = torch.arange(height, device=device, dtype=dtype) * sy
+    yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
+    shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
+    return (shifts + base_anchors.to(device=device, dtype=dtype)[None]).reshape(-1, 4)
+
+
+def anchors_inside(anchors: Tensor, image_size: tuple[int, int], allowed_border: float = 0.0) -> Tensor:
+    """Boolean mask of anchors lying inside an image of `image_size` = (H, W).
+
+    The paper ignores cross-boundary anchors in training (Sec. 3.3; the code's allowed border
+    is 0): an anchor counts only if x1, y1 >= -border and x2 <= W + border, y2 <= H + border.
+    A negative `allowed_border` disables the test (every anchor is kept), as in detectron.
+    """
+    if allowed_border < 0:
+        return torch.ones(anchors.shape[0], dtype=torch.bool, device=anchors.device)
+    height, width = image_size
+    return (
+        (anchors[:, 0] >= -allowed_border)
+        & (anchors[:, 1] >= -allowed_border)
+        & (anchors[:, 2] <= width + allowed_border)
+        & (anchors[:, 3] <= height + allowed_border)
+    )
+
+
+class AnchorGenerator(nn.Module):
+    """Anchors for a feature map, cached per (size, device, dtype).
+
+    Holds the base anchors of `generate_base_anchors(base_size=stride, ratios, scales)` as a
+    buffer (so `.to(device)` moves them) and tiles them on demand. The cache is per instance
+    and bounded, never global.
+    """
+
+    def __init__(
+        self,
+        stride: int = 16,
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        scales: Sequence[float] = (8, 16, 32),
+        base_size: int | None = None,
+        cache_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.stride = int(stride)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.scales = tuple(float(s) for s in scales)
+        self.register_buffer(
+            "base_anchors",
+            generate_base_anchors(base_size or self.stride, self.ratios, self.scales),
+            persistent=False,
+        )
+        self._cache: dict[tuple, Tensor] = {}
+        self._cache_size = cache_size
+
+    @property
+    def num_anchors(self) -> int:
+        """k, the number of anchors per feature-map position."""
+        return int(self.base_anchors.shape[0])
+
+    def forward(self, feature_size: tuple[int, int], dtype: torch.dtype = torch.float32) -> Tensor:
+        key = (int(feature_size[0]), int(feature_size[1]), self.base_anchors.device, dtype)
+        anchors = self._cache.get(key)
+        if anchors is None:
+            anchors = grid_anchors(self.base_anchors, key[:2], self.stride, dtype=dtype)
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = anchors
+        return anchors
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, ratios={self.ratios}, scales={self.scales}"

@@ -1,0 +1,1 @@
+"""Benchmarks: reproducible workloads and timing helpers behind `fasterrcnn bench`."""

@@ -1,0 +1,57 @@
+"""The `fasterrcnn` command line: one subcommand per job.
+
+Each subcommand lives in its own module under `fasterrcnn.cli` and exposes
+`register(subparsers)`, which adds its parser and sets `func` to the function that runs it.
+Modules import torch and the heavy parts of the library lazily, inside `func`, so that
+`fasterrcnn --help` answers at once.
+
+Errors in the user's input (`fasterrcnn.errors.FasterRCNNError`) are printed as one line
+prefixed with `fasterrcnn: error:` and exit with status 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from fasterrcnn import __version__
+from fasterrcnn.errors import FasterRCNNError
+
+# Subcommand modules, in the order `--help` lists them.
+SUBCOMMANDS: tuple[str, ...] = ("bench",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fasterrcnn",
+        description=(
+            "Faster R-CNN (Ren et al. 2015): train, evaluate and run a Region Proposal "
+            "Network + Fast R-CNN detector. Run `fasterrcnn COMMAND --help` for each command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"fasterrcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"fasterrcnn.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        # `fasterrcnn` or `fasterrcnn bench` without a (sub)command: show what is available.
+        (getattr(args, "_parser", None) or parser).print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except FasterRCNNError as exc:
+        print(f"fasterrcnn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fasterrcnn: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

@@ -1,0 +1,20 @@
+"""Detection ops with torchvision.ops' signatures and semantics, written in plain PyTorch.
+
+Same outputs as torchvision.ops for the same inputs (so models trained with torchvision
+behave the same here), on any device and in float32/float64/bfloat16/float16; options where
+the paper's original code differs (the +1 pixel convention).
+"""
+
+from fasterrcnn.ops.box_coder import BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
+from fasterrcnn.ops.boxes import box_area, box_iou, clip_boxes_to_image, remove_small_boxes
+
+__all__ = [
+    "BBOX_XFORM_CLIP",
+    "BoxCoder",
+    "box_area",
+    "box_iou",
+    "clip_boxes_to_image",
+    "decode_boxes",
+    "encode_boxes",
+    "remove_small_boxes",
+]

@@ -1,0 +1,94 @@
+"""Box geometry: area, pairwise IoU, clipping, small-box removal.
+
+Boxes are (x1, y1, x2, y2) in image pixels. Two conventions are supported:
+
+* continuous (default, torchvision's): a box [x1, x2] has width x2 - x1;
+* ``legacy_plus_one=True`` (the paper's Caffe code, py-faster-rcnn): coordinates are pixel
+  indices and a box covers x2 - x1 + 1 pixels; clipping then goes to W - 1 / H - 1.
+
+Intersection-over-union is the overlap measure of the whole method: anchors are labelled by
+it (RPN training), proposals are matched to ground truth by it (Fast R-CNN training), and
+NMS suppresses by it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fasterrcnn.ops._utils import check_boxes, upcast
+
+__all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes"]
+
+
+def box_area(boxes: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
+    """Area of each box of a Tensor[..., 4]; returns Tensor[...].
+
+    float16/bfloat16 boxes are upcast to float32 (as torchvision does) so that areas of large
+    boxes do not lose precision. Degenerate boxes (x2 < x1) get a negative or zero area, as in
+    torchvision; callers that need to reject them use `remove_small_boxes`.
+    """
+    check_boxes(boxes, finite=False)
+    boxes = upcast(boxes)
+    one = 1.0 if legacy_plus_one else 0.0
+    return (boxes[..., 2] - boxes[..., 0] + one) * (boxes[..., 3] - boxes[..., 1] + one)
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
+    """Pairwise intersection-over-union: Tensor[N, 4] x Tensor[M, 4] -> Tensor[N, M].
+
+    IoU = |A ∩ B| / |A ∪ B|. Like torchvision, 0/0 (two empty boxes) gives NaN, which compares
+    false with every threshold.
+    """
+    check_boxes(boxes1, "boxes1", finite=False)
+    check_boxes(boxes2, "boxes2", finite=False)
+    if boxes1.dim() != 2 or boxes2.dim() != 2:
+        raise ValueError(
+            f"box_iou takes two Tensor[N, 4]; got {tuple(boxes1.shape)} and {tuple(boxes2.shape)}"
+        )
+    boxes1, boxes2 = upcast(boxes1), upcast(boxes2)
+    if boxes1.dtype != boxes2.dtype:
+        dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+        boxes1, boxes2 = boxes1.to(dtype), boxes2.to(dtype)
+    one = 1.0 if legacy_plus_one else 0.0
+    area1 = box_area(boxes1, legacy_plus_one=legacy_plus_one)
+    area2 = box_area(boxes2, legacy_plus_one=legacy_plus_one)
+    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt + one).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+def clip_boxes_to_image(
+    boxes: Tensor, size: tuple[int, int], *, legacy_plus_one: bool = False
+) -> Tensor:
+    """Clip boxes of a Tensor[..., 4] to an image of `size` = (height, width).
+
+    The proposal layer clips decoded anchors to the image (paper, Sec. 3.3: "cross-boundary
+    proposal boxes ... we clip them to the image boundary"). x goes to [0, W] (continuous) or
+    [0, W - 1] (legacy), y likewise. Returns a new tensor of the same shape and dtype.
+    """
+    check_boxes(boxes, finite=False)
+    if len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    height, width = size
+    one = 1 if legacy_plus_one else 0
+    x = boxes[..., 0::2].clamp(min=0, max=width - one)
+    y = boxes[..., 1::2].clamp(min=0, max=height - one)
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float, *, legacy_plus_one: bool = False) -> Tensor:
+    """Indices (int64, increasing) of the boxes whose width and height are both >= `min_size`.
+
+    The proposal layer drops proposals under 16 px at input scale (py-faster-rcnn's
+    `_filter_boxes`, which measures with the +1 convention).
+    """
+    check_boxes(boxes, finite=False)
+    if boxes.dim() != 2:
+        raise ValueError(f"boxes must have shape [N, 4], got {tuple(boxes.shape)}")
+    one = 1.0 if legacy_plus_one else 0.0
+    ws = boxes[:, 2] - boxes[:, 0] + one
+    hs = boxes[:, 3] - boxes[:, 1] + one
+    return torch.where((ws >= min_size) & (hs >= min_size))[0]
