@@ -4,9 +4,19 @@ side is s = 600 pixels" (and, in the code, the longer side at most 1000 pixels).
 `resize_scale`/`resized_size` are the single definition of that rule: the data pipeline
 resizes with it in its workers, and the model applies it again inside (a no-op on an image
 already at scale), so both always agree.
+
+`DetectionTransform` is the model's side: resize, normalise, pad a list of images into one
+batch tensor, and map boxes between input and network coordinates.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 def resize_scale(height: int, width: int, min_size: int = 600, max_size: int = 1000) -> float:
@@ -24,3 +34,95 @@ def resized_size(height: int, width: int, min_size: int = 600, max_size: int = 1
     """(height, width) after the paper's rescaling, rounded to whole pixels (at least 1)."""
     s = resize_scale(height, width, min_size, max_size)
     return max(1, round(height * s)), max(1, round(width * s))
+
+
+
+@dataclass
+class ImageBatch:
+    """Images resized, normalised and padded into one tensor.
+
+    `tensor`: Tensor[N, 3, H, W] (H, W multiples of `size_divisible`); `image_sizes`: the
+    (h, w) of each image inside the padding; `scales`: each image's (sy, sx) = resized size /
+    input size, to map boxes between the two.
+    """
+
+    tensor: Tensor
+    image_sizes: list[tuple[int, int]]
+    scales: list[tuple[float, float]]
+
+    def mean_scales(self) -> list[float]:
+        return [(sy + sx) / 2 for sy, sx in self.scales]
+
+
+def check_images(images: object) -> list[Tensor]:
+    """The model's image argument as a list of Tensor[3, H, W] (a Tensor[N, 3, H, W] is split)."""
+    if isinstance(images, Tensor):
+        if images.dim() == 4:
+            images = list(images.unbind(0))
+        elif images.dim() == 3:
+            raise ValueError("images must be a list of Tensor[3, H, W] (or one Tensor[N, 3, H, W]); got one Tensor[3, H, W]: wrap it in a list")
+    if not isinstance(images, (list, tuple)) or len(images) == 0:
+        raise ValueError(f"images must be a non-empty list of Tensor[3, H, W], got {type(images).__name__}")
+    for i, img in enumerate(images):
+        if not isinstance(img, Tensor):
+            raise TypeError(f"images[{i}] must be a torch.Tensor, got {type(img).__name__}")
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"images[{i}] must have shape [3, H, W] (RGB, channels first), got {tuple(img.shape)}")
+        if not img.is_floating_point():
+            raise TypeError(f"images[{i}] must be a float tensor with values in [0, 1], got {img.dtype} (divide uint8 images by 255)")
+        if img.shape[1] < 1 or img.shape[2] < 1:
+            raise ValueError(f"images[{i}] is empty: shape {tuple(img.shape)}")
+    return list(images)
+
+
+class DetectionTransform(nn.Module):
+    """Resize (short side `min_size`, long side <= `max_size`), normalise, pad to a batch, and
+    map predictions back to the input images' coordinates (torchvision's
+    GeneralizedRCNNTransform, with the paper's sizes)."""
+
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        size_divisible: int = 16,
+    ) -> None:
+        super().__init__()
+        self.min_size = min_size
+        self.max_size = max_size
+        self.size_divisible = size_divisible
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def resize(self, image: Tensor) -> Tensor:
+        h, w = image.shape[-2:]
+        new = resized_size(h, w, self.min_size, self.max_size)
+        if new == (h, w):
+            return image
+        return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False, antialias=True)[0]
+
+    def forward(self, images: list[Tensor]) -> ImageBatch:
+        device = self.pixel_mean.device
+        resized, sizes, scales = [], [], []
+        for img in images:
+            h0, w0 = img.shape[-2:]
+            img = self.resize(img.to(device=device, dtype=torch.float32))
+            h, w = img.shape[-2:]
+            resized.append(img)
+            sizes.append((h, w))
+            scales.append((h / h0, w / w0))
+        d = self.size_divisible
+        H = int(math.ceil(max(s[0] for s in sizes) / d) * d)
+        W = int(math.ceil(max(s[1] for s in sizes) / d) * d)
+        batch = torch.zeros(len(images), 3, H, W, device=device)
+        for i, img in enumerate(resized):
+            h, w = sizes[i]
+            batch[i, :, :h, :w] = (img - self.pixel_mean) / self.pixel_std
+        return ImageBatch(batch, sizes, scales)
+
+    @staticmethod
+    def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
+        """Multiply x by sx and y by sy."""
+        sy, sx = scale
+        return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)

@@ -1,0 +1,268 @@
+"""Configuration of the detector: dataclasses whose defaults are the paper's numbers.
+
+Every number of SPEC.md that the network uses lives here, once. Values marked (code) come
+from the paper's Caffe code (py-faster-rcnn) where the paper leaves them open. Fields that
+default to None take the backbone's value (`BackboneInfo`: RPN width, RoI output size,
+normalisation).
+
+`ModelConfig.to_dict()` / `ModelConfig.from_dict()` round-trip through plain Python types,
+so a checkpoint can store the config and be loaded with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fasterrcnn.errors import ConfigError
+
+__all__ = [
+    "PRESETS",
+    "AnchorConfig",
+    "ModelConfig",
+    "RPNConfig",
+    "RoIHeadConfig",
+    "TransformConfig",
+    "apply_overrides",
+    "preset_config",
+]
+
+
+@dataclass
+class AnchorConfig:
+    """Sec. 3.1.1: 3 scales x 3 aspect ratios = k = 9 anchors per position, stride 16."""
+
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
+    scales: tuple[float, ...] = (8.0, 16.0, 32.0)  # x stride 16 -> 128, 256, 512 px sides
+
+
+@dataclass
+class RPNConfig:
+    """Region Proposal Network: head, anchor labelling, sampling, loss, proposal layer."""
+
+    channels: int | None = None  # 3x3 conv width: 512 (VGG-16), 256 (ZF); None = backbone's
+    objectness: Literal["softmax", "sigmoid"] = "softmax"  # paper: 2k scores + softmax
+    # anchor labelling (Sec. 3.1.2)
+    pos_iou_thresh: float = 0.7  # positive: IoU > 0.7 ...
+    highest_iou_rule: bool = True  # ... or the highest IoU for some gt box (ties included)
+    neg_iou_thresh: float = 0.3  # negative: IoU < 0.3 with every gt box
+    allowed_border: float = 0.0  # (code) cross-boundary anchors ignored in training; < 0: keep all
+    batch_size_per_image: int = 256  # anchors sampled per image
+    positive_fraction: float = 0.5  # up to 1:1
+    # loss: (1/Ncls) sum Lcls + lambda (1/Nreg) sum p* Lreg  (Eq. 1)
+    loss_lambda: float = 10.0
+    reg_normalizer: Literal["locations", "sampled"] = "locations"  # Nreg: anchor locations (paper) or sampled anchors
+    smooth_l1_beta: float = 1.0 / 9.0  # (code) sigma = 3 for the RPN; the paper's Fast R-CNN loss has 1
+    # proposal layer (Sec. 3.3; counts from the code)
+    pre_nms_top_n_train: int = 12000
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 6000
+    post_nms_top_n_test: int = 300
+    nms_thresh: float = 0.7
+    min_box_size: float = 16.0  # (code) px in the input image (x the resize scale at network input)
+    init_std: float = 0.01  # N(0, 0.01) for the new layers (Sec. 3.1.3)
+
+
+@dataclass
+class RoIHeadConfig:
+    """Fast R-CNN head: proposal targets, RoI pooling, 2-FC head, predictors, post-processing."""
+
+    pooler: Literal["roi_pool", "roi_align"] = "roi_pool"  # the paper's RoI max pooling
+    output_size: int | None = None  # 7 (VGG-16), 6 (ZF); None = backbone's
+    sampling_ratio: int = 2  # roi_align only
+    aligned: bool = True  # roi_align only
+    # proposal targets (code)
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5  # foreground IoU >= 0.5
+    bg_iou_thresh_hi: float = 0.5  # background IoU in [bg_lo, 0.5)
+    bg_iou_thresh_lo: float = 0.1
+    add_gt_as_proposals: bool = True
+    bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # 1 / stds (0.1, 0.1, 0.2, 0.2)
+    smooth_l1_beta: float = 1.0
+    cls_init_std: float = 0.01
+    bbox_init_std: float = 0.001
+    # post-processing (code)
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.3
+    detections_per_img: int = 100
+
+
+@dataclass
+class TransformConfig:
+    """Input scaling (Sec. 3.3): shorter side 600 px, longer side at most 1000 (code)."""
+
+    min_size: int = 600
+    max_size: int = 1000
+    pixel_mean: tuple[float, float, float] | None = None  # in [0, 1] units; None = backbone's
+    pixel_std: tuple[float, float, float] | None = None
+    size_divisible: int = 16  # batches are padded to a multiple of the stride
+
+
+@dataclass
+class ModelConfig:
+    """The whole detector. `num_classes` is K, the number of object classes (no background)."""
+
+    backbone: str = "vgg16"
+    num_classes: int = 20
+    class_names: list[str] | None = None
+    frozen_stages: int | None = None  # None = the backbone's default (VGG-16: conv1, conv2)
+    legacy_plus_one: bool = False  # the paper code's +1 pixel convention in box coding / IoU
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python types only (tuples become lists): safe for `weights_only` checkpoints."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, (tuple, list)):
+                return [plain(x) for x in v]
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            return v
+
+        return plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        cfg = cls()
+        apply_overrides(cfg, d, where="config")
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field when a value cannot work."""
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ConfigError(
+                f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}"
+            )
+        r, h, t = self.rpn, self.roi_heads, self.transform
+        checks = [
+            (0.0 <= r.neg_iou_thresh <= r.pos_iou_thresh <= 1.0, "rpn.neg_iou_thresh <= rpn.pos_iou_thresh in [0, 1]"),
+            (0.0 < r.positive_fraction <= 1.0, "rpn.positive_fraction in (0, 1]"),
+            (r.batch_size_per_image > 0, "rpn.batch_size_per_image > 0"),
+            (0 < r.post_nms_top_n_train <= r.pre_nms_top_n_train, "0 < rpn.post_nms_top_n_train <= rpn.pre_nms_top_n_train"),
+            (0 < r.post_nms_top_n_test <= r.pre_nms_top_n_test, "0 < rpn.post_nms_top_n_test <= rpn.pre_nms_top_n_test"),
+            (0.0 <= r.nms_thresh <= 1.0, "rpn.nms_thresh in [0, 1]"),
+            (r.objectness in ("softmax", "sigmoid"), "rpn.objectness is 'softmax' or 'sigmoid'"),
+            (r.reg_normalizer in ("locations", "sampled"), "rpn.reg_normalizer is 'locations' or 'sampled'"),
+            (r.smooth_l1_beta >= 0 and h.smooth_l1_beta >= 0, "smooth_l1_beta >= 0"),
+            (h.pooler in ("roi_pool", "roi_align"), "roi_heads.pooler is 'roi_pool' or 'roi_align'"),
+            (h.output_size is None or h.output_size > 0, "roi_heads.output_size > 0"),
+            (0.0 <= h.bg_iou_thresh_lo <= h.bg_iou_thresh_hi <= 1.0, "0 <= roi_heads.bg_iou_thresh_lo <= bg_iou_thresh_hi <= 1"),
+            (0.0 < h.positive_fraction <= 1.0, "roi_heads.positive_fraction in (0, 1]"),
+            (h.batch_size_per_image > 0, "roi_heads.batch_size_per_image > 0"),
+            (0.0 <= h.nms_thresh <= 1.0, "roi_heads.nms_thresh in [0, 1]"),
+            (h.detections_per_img > 0, "roi_heads.detections_per_img > 0"),
+            (len(h.bbox_reg_weights) == 4 and all(w > 0 for w in h.bbox_reg_weights), "roi_heads.bbox_reg_weights: 4 positive numbers"),
+            (0 < t.min_size <= t.max_size, "0 < transform.min_size <= transform.max_size"),
+            (t.size_divisible >= 1, "transform.size_divisible >= 1"),
+            (len(self.anchors.ratios) > 0 and all(x > 0 for x in self.anchors.ratios), "anchors.ratios: positive numbers"),
+            (len(self.anchors.scales) > 0 and all(x > 0 for x in self.anchors.scales), "anchors.scales: positive numbers"),
+        ]
+        for ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"invalid model configuration: expected {rule}")
+
+
+_SECTIONS = ("anchors", "rpn", "roi_heads", "transform")
+
+
+def _coerce(current: Any, value: Any, name: str) -> Any:
+    """Convert `value` to the type of the field's current value (lists -> tuples, ints ->
+    floats) and reject values of the wrong kind with a ConfigError naming the field."""
+    if isinstance(current, tuple) or (current is None and isinstance(value, list)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return tuple(value)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    return value
+
+
+def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], where: str = "override") -> ModelConfig:
+    """Set fields of `cfg` in place from a (possibly nested) dict.
+
+    Accepts nested sections (``{"rpn": {"nms_thresh": 0.6}}``), dotted keys
+    (``{"rpn.nms_thresh": 0.6}``), and bare field names when they name exactly one field
+    (``{"min_size": 400}`` -> transform.min_size). Unknown or ambiguous names raise a
+    ConfigError listing the valid ones.
+    """
+    for key, value in overrides.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                _set(cfg, f"{key}.{sub_key}", sub_value, where)
+        else:
+            _set(cfg, key, value, where)
+    return cfg
+
+
+def _set(cfg: ModelConfig, key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    if len(parts) == 1:
+        top = {f.name for f in dataclasses.fields(ModelConfig)} - set(_SECTIONS)
+        if key in top:
+            parts = [key]
+        else:
+            owners = [s for s in _SECTIONS if key in {f.name for f in dataclasses.fields(getattr(cfg, s))}]
+            if len(owners) == 1:
+                parts = [owners[0], key]
+            elif len(owners) > 1:
+                raise ConfigError(
+                    f"{where} {key!r} is ambiguous: write one of " + ", ".join(f"{o}.{key}" for o in owners)
+                )
+            else:
+                raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
+    if len(parts) == 2 and parts[0] in _SECTIONS:
+        obj = getattr(cfg, parts[0])
+    elif len(parts) == 1:
+        obj = cfg
+    else:
+        raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
+    name = parts[-1]
+    names = {f.name for f in dataclasses.fields(obj)}
+    if name not in names:
+        raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
+    setattr(obj, name, _coerce(getattr(obj, name), value, key))
+
+
+def _all_names() -> list[str]:
+    cfg = ModelConfig()
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in _SECTIONS]
+    for s in _SECTIONS:
+        names += [f"{s}.{f.name}" for f in dataclasses.fields(getattr(cfg, s))]
+    return names
+
+
+# The three presets of issue 3. vgg16 and zf are the paper's two models with every paper default;
+# `small` is our compact CPU backbone (trained from scratch) with the same method and defaults.
+PRESETS: tuple[str, ...] = ("vgg16", "zf", "small")
+
+
+def preset_config(preset: str, num_classes: int, **overrides: Any) -> ModelConfig:
+    """The config of a preset with `num_classes` object classes and `overrides` applied."""
+    if preset not in PRESETS:
+        from fasterrcnn.modeling.backbones import BACKBONES
+
+        if preset not in BACKBONES:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS + tuple(b for b in BACKBONES if b not in PRESETS))}")
+    cfg = ModelConfig(backbone=preset, num_classes=num_classes)
+    apply_overrides(cfg, overrides)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,184 @@
+"""The Fast R-CNN detector on top of the proposals (paper, Sec. 3.2; Fast R-CNN).
+
+* Proposal targets (code): the ground-truth boxes are appended to the proposals; each RoI is
+  matched to its highest-IoU ground truth; 128 RoIs are sampled per image, up to 25%
+  foreground (IoU >= 0.5), the rest background (IoU in [0.1, 0.5)). Foreground RoIs get the
+  matched box's class and regression targets (Eq. 2, divided by the stds 0.1, 0.1, 0.2, 0.2).
+* RoI pooling projects each RoI onto the feature map (stride 16) and max-pools it into a fixed
+  grid (7x7 for VGG-16, 6x6 for ZF); RoIAlign is the option.
+* The box head (fc6, fc7: 2 x 4096 for VGG-16) feeds two siblings: `cls_score` over K+1
+  classes (init N(0, 0.01)) and class-specific `bbox_pred` with 4(K+1) outputs (init
+  N(0, 0.001)).
+* Loss: log loss over the sampled RoIs + smooth L1 on the true class's deltas of foreground
+  RoIs, normalised by the number of sampled RoIs.
+* Post-processing (code): softmax, per-class decode, clip, score > 0.05, per-class NMS at IoU
+  0.3, at most 100 detections per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fasterrcnn.modeling.config import RoIHeadConfig
+from fasterrcnn.modeling.losses import smooth_l1
+from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
+from fasterrcnn.ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, roi_align, roi_pool
+
+__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "sample_proposal_targets"]
+
+
+@dataclass
+class RoISample:
+    """The RoIs of one image chosen for training and their targets."""
+
+    rois: Tensor  # [R, 4]
+    labels: Tensor  # [R] int64, 0 = background
+    reg_targets: Tensor  # [R, 4] (zeros for background)
+    num_fg: int
+
+
+def sample_proposal_targets(
+    proposals: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    cfg: RoIHeadConfig,
+    box_coder: BoxCoder,
+) -> RoISample:
+    """The code's proposal_target_layer for one image (see the module docstring)."""
+    if cfg.add_gt_as_proposals and gt_boxes.numel():
+        proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)])
+    iou = box_iou(gt_boxes, proposals, legacy_plus_one=box_coder.legacy_plus_one)
+    match = match_boxes(
+        iou,
+        pos_thresh=cfg.fg_iou_thresh,
+        pos_inclusive=True,
+        neg_thresh_hi=cfg.bg_iou_thresh_hi,
+        neg_thresh_lo=cfg.bg_iou_thresh_lo,
+    )
+    fg, bg = sample_balanced(match.positive, match.negative, cfg.batch_size_per_image, cfg.positive_fraction)
+    keep = torch.cat([fg, bg])
+    rois = proposals[keep]
+    labels = torch.zeros(keep.numel(), dtype=torch.long, device=proposals.device)
+    reg_targets = torch.zeros(keep.numel(), 4, dtype=torch.float32, device=proposals.device)
+    if fg.numel():
+        matched = match.matched_gt[fg]
+        labels[: fg.numel()] = gt_labels[matched]
+        reg_targets[: fg.numel()] = box_coder.encode(gt_boxes[matched], proposals[fg]).float()
+    return RoISample(rois, labels, reg_targets, int(fg.numel()))
+
+
+class FastRCNNPredictor(nn.Module):
+    """Sibling output layers: `cls_score` (K+1 classes) and class-specific `bbox_pred` (4(K+1))."""
+
+    def __init__(self, in_features: int, num_classes: int, cls_std: float = 0.01, bbox_std: float = 0.001) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_features, 4 * (num_classes + 1))
+        nn.init.normal_(self.cls_score.weight, std=cls_std)
+        nn.init.normal_(self.bbox_pred.weight, std=bbox_std)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class RoIHeads(nn.Module):
+    """RoI pooling + box head + predictor, with training targets, loss and post-processing."""
+
+    def __init__(
+        self,
+        box_head: nn.Module,
+        head_features: int,
+        num_classes: int,
+        output_size: int,
+        spatial_scale: float,
+        cfg: RoIHeadConfig,
+        legacy_plus_one: bool = False,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.box_head = box_head
+        self.predictor = FastRCNNPredictor(head_features, num_classes, cfg.cls_init_std, cfg.bbox_init_std)
+        self.box_coder = BoxCoder(cfg.bbox_reg_weights, legacy_plus_one=legacy_plus_one)
+
+    def pool(self, features: Tensor, rois: list[Tensor]) -> Tensor:
+        """RoI pooling (or RoIAlign) of each image's RoIs: Tensor[sum R_i, C, p, p]."""
+        boxes = [r.to(features.dtype) for r in rois]
+        if self.cfg.pooler == "roi_align":
+            return roi_align(
+                features, boxes, self.output_size, self.spatial_scale, self.cfg.sampling_ratio, self.cfg.aligned
+            )
+        return roi_pool(features, boxes, self.output_size, self.spatial_scale)
+
+    def predict(self, features: Tensor, rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Class logits [R, K+1] and class-specific deltas [R, 4(K+1)], in float32."""
+        x = self.box_head(self.pool(features, rois))
+        cls_logits, deltas = self.predictor(x.flatten(1))
+        return cls_logits.float(), deltas.float()
+
+    def forward(
+        self,
+        features: Tensor,
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Training (targets given): sample RoIs and return ([], losses). Inference: return
+        ([{"boxes", "labels", "scores"}] per image in network-input coordinates, {})."""
+        if targets is not None:
+            samples = [
+                sample_proposal_targets(p, t["boxes"], t["labels"], self.cfg, self.box_coder)
+                for p, t in zip(proposals, targets)
+            ]
+            cls_logits, deltas = self.predict(features, [s.rois for s in samples])
+            return [], self.loss(cls_logits, deltas, samples)
+        cls_logits, deltas = self.predict(features, proposals)
+        return self.postprocess(cls_logits, deltas, proposals, image_sizes), {}
+
+    def loss(self, cls_logits: Tensor, deltas: Tensor, samples: list[RoISample]) -> dict[str, Tensor]:
+        """`det_cls`: cross-entropy over sampled RoIs; `det_reg`: smooth L1 on the deltas of
+        each foreground RoI's true class, summed and divided by the number of sampled RoIs."""
+        labels = torch.cat([s.labels for s in samples])
+        reg_targets = torch.cat([s.reg_targets for s in samples])
+        num = max(labels.numel(), 1)
+        det_cls = F.cross_entropy(cls_logits, labels, reduction="sum") / num
+        fg = torch.where(labels > 0)[0]
+        pred = deltas.view(deltas.shape[0], -1, 4)[fg, labels[fg]]
+        det_reg = smooth_l1(pred, reg_targets[fg], self.cfg.smooth_l1_beta).sum() / num
+        return {"det_cls": det_cls, "det_reg": det_reg}
+
+    @torch.no_grad()
+    def postprocess(
+        self,
+        cls_logits: Tensor,
+        deltas: Tensor,
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Softmax, per-class decode, clip, score threshold, per-class NMS, top detections."""
+        cfg = self.cfg
+        legacy = self.box_coder.legacy_plus_one
+        probs = F.softmax(cls_logits, dim=-1)
+        counts = [p.shape[0] for p in proposals]
+        boxes_all = self.box_coder.decode(deltas, torch.cat(proposals).float()).split(counts)
+        results = []
+        num_cls = self.num_classes + 1
+        for boxes, scores, size in zip(boxes_all, probs.split(counts), image_sizes):
+            boxes = clip_boxes_to_image(boxes.view(-1, num_cls, 4), size, legacy_plus_one=legacy)
+            labels = torch.arange(num_cls, device=boxes.device).expand(boxes.shape[0], num_cls)
+            # drop the background column, flatten (RoI, class) pairs
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            one = 1.0 if legacy else 0.0
+            keep = (scores > cfg.score_thresh) & (boxes[:, 2] - boxes[:, 0] + one > 1e-2) & (boxes[:, 3] - boxes[:, 1] + one > 1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, cfg.nms_thresh, legacy_plus_one=legacy)[: cfg.detections_per_img]
+            results.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
+        return results

@@ -1,0 +1,129 @@
+"""Fast R-CNN head: proposal targets, predictor init, loss, post-processing."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fasterrcnn.modeling.config import RoIHeadConfig
+from fasterrcnn.modeling.roi_heads import FastRCNNPredictor, RoIHeads, RoISample, sample_proposal_targets
+from fasterrcnn.ops import BoxCoder, box_iou
+
+
+def random_proposals(n: int, seed: int, size: float = 300.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * size
+    wh = torch.rand(n, 2, generator=g) * 100 + 10
+    return torch.cat([xy, xy + wh], 1)
+
+
+def test_proposal_targets_fg_fraction_thresholds_and_targets():
+    torch.manual_seed(0)
+    gt = torch.tensor([[50.0, 50, 150, 150], [200, 100, 260, 220]])
+    labels = torch.tensor([3, 1])
+    # many proposals jittered around the gt boxes (lots of foreground) + random ones
+    jitter = torch.cat([gt[i % 2][None] + torch.randn(1, 4) * 8 for i in range(300)])
+    loose = torch.cat([gt[i % 2][None] + torch.randn(1, 4) * 40 for i in range(300)])  # many in [0.1, 0.5)
+    proposals = torch.cat([jitter, loose, random_proposals(300, 1)])
+    cfg = RoIHeadConfig()  # 128 per image, 25% fg, fg >= 0.5, bg in [0.1, 0.5)
+    coder = BoxCoder(cfg.bbox_reg_weights)
+    s = sample_proposal_targets(proposals, gt, labels, cfg, coder)
+    assert s.rois.shape[0] == 128 and s.num_fg == 32
+    iou = box_iou(gt, s.rois).max(0).values
+    fg = s.labels > 0
+    assert fg.sum() == 32 and (iou[fg] >= 0.5).all()
+    assert ((iou[~fg] >= 0.1) & (iou[~fg] < 0.5)).all()
+    # foreground labels/targets are those of the best-overlapping gt box
+    best = box_iou(gt, s.rois).argmax(0)
+    assert torch.equal(s.labels[fg], labels[best[fg]])
+    torch.testing.assert_close(s.reg_targets[fg], coder.encode(gt[best[fg]], s.rois[fg]))
+    assert (s.reg_targets[~fg] == 0).all()
+
+
+def test_ground_truth_is_appended_to_proposals():
+    gt = torch.tensor([[10.0, 10, 60, 60]])
+    # no proposal overlaps the gt: the only foreground RoI can be the gt box itself
+    proposals = torch.tensor([[100.0, 100, 150, 150], [200, 200, 260, 250], [40, 40, 100, 100]])
+    s = sample_proposal_targets(proposals, gt, torch.tensor([2]), RoIHeadConfig(), BoxCoder((10, 10, 5, 5)))
+    assert s.num_fg == 1
+    assert torch.equal(s.rois[0], gt[0]) and s.labels[0] == 2
+    assert torch.equal(s.reg_targets[0], torch.zeros(4))  # the gt box regresses onto itself
+    # [40,40,100,100]: IoU = 400/(2500+3600-400) = 0.070 < 0.1 -> neither fg nor bg
+    assert s.rois.shape[0] == 1
+    cfg = RoIHeadConfig(add_gt_as_proposals=False, bg_iou_thresh_lo=0.0)
+    s = sample_proposal_targets(proposals, gt, torch.tensor([2]), cfg, BoxCoder((10, 10, 5, 5)))
+    assert s.num_fg == 0 and s.rois.shape[0] == 3  # bg lower bound 0: all three are background
+
+
+def test_background_only_image():
+    s = sample_proposal_targets(random_proposals(50, 2), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+                                RoIHeadConfig(bg_iou_thresh_lo=0.0), BoxCoder())
+    assert s.num_fg == 0 and s.rois.shape[0] == 50 and (s.labels == 0).all()
+
+
+def test_predictor_shapes_and_init():
+    p = FastRCNNPredictor(4096, 20)
+    assert p.cls_score.out_features == 21 and p.bbox_pred.out_features == 84
+    assert abs(p.cls_score.weight.std().item() - 0.01) < 0.0005
+    assert abs(p.bbox_pred.weight.std().item() - 0.001) < 0.00005
+
+
+class FlatHead(nn.Module):
+    out_features = 4 * 2 * 2
+
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def make_heads(num_classes: int = 3, **cfg) -> RoIHeads:
+    return RoIHeads(FlatHead(), FlatHead.out_features, num_classes, 2, 1 / 16, RoIHeadConfig(**cfg))
+
+
+def test_loss_hand_computed():
+    heads = make_heads()
+    # two RoIs: a foreground of class 2 with target (1, 0, 0, 0), and a background
+    samples = [RoISample(torch.zeros(2, 4), torch.tensor([2, 0]), torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]), 1)]
+    cls_logits = torch.zeros(2, 4)  # uniform over 4 classes: CE = ln 4 each
+    deltas = torch.zeros(2, 16)
+    deltas[0, 8:12] = torch.tensor([0.25, 0.0, 2.0, 0.0])  # class 2's deltas of the fg RoI
+    deltas[1, 0:4] = 100.0  # background RoIs never pay a regression loss
+    losses = heads.loss(cls_logits, deltas, samples)
+    torch.testing.assert_close(losses["det_cls"], torch.tensor(math.log(4)))
+    # smooth L1 (beta 1) on (0.25 - 1, 0, 2 - 0, 0) = 0.5 * 0.75^2 + (2 - 0.5) = 1.78125, / 2 RoIs
+    torch.testing.assert_close(losses["det_reg"], torch.tensor(1.78125 / 2))
+
+
+def test_postprocess_threshold_nms_and_limit():
+    heads = make_heads(num_classes=2, detections_per_img=3)
+    proposals = [torch.tensor([[10.0, 10, 50, 50], [12, 10, 52, 50], [100, 100, 150, 160], [0, 0, 5, 5]])]
+    cls_logits = torch.tensor(
+        [
+            [0.0, 4.0, 0.0],  # class 1, high
+            [0.0, 3.0, 0.0],  # class 1, overlaps the first (IoU 0.9) -> suppressed by NMS 0.3
+            [0.0, 0.0, 5.0],  # class 2
+            [9.0, 0.0, 0.0],  # background: both class scores < 0.05
+        ]
+    )
+    deltas = torch.zeros(4, 12)
+    dets = heads.postprocess(cls_logits, deltas, proposals, [(200, 200)])[0]
+    probs = torch.softmax(cls_logits, 1)
+    # kept: (RoI 2, class 2), (RoI 0, class 1), then the lower-scoring class of RoIs 0/2 as separate classes
+    assert dets["labels"].tolist()[:2] == [2, 1]
+    torch.testing.assert_close(dets["scores"][:2], torch.stack([probs[2, 2], probs[0, 1]]))
+    assert len(dets["boxes"]) <= 3
+    assert (dets["scores"] > 0.05).all()
+    assert torch.all(dets["scores"][:-1] >= dets["scores"][1:])
+    # RoI 1 (class 1) never survives next to RoI 0
+    assert not any(torch.equal(b, proposals[0][1]) and lab == 1 for b, lab in zip(dets["boxes"], dets["labels"]))
+
+
+def test_postprocess_decodes_class_specific_deltas_and_clips():
+    heads = make_heads(num_classes=1)
+    proposals = [torch.tensor([[10.0, 10, 50, 50]])]
+    cls_logits = torch.tensor([[0.0, 5.0]])
+    deltas = torch.zeros(1, 8)
+    deltas[0, 4:] = torch.tensor([10 * 0.5, 0.0, 0.0, 0.0])  # class 1: shift right by 0.5 w (weights 10)
+    dets = heads.postprocess(cls_logits, deltas, proposals, [(100, 60)])[0]
+    torch.testing.assert_close(dets["boxes"], torch.tensor([[30.0, 10, 60, 50]]))  # x2 70 clipped to 60
