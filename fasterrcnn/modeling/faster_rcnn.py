@@ -79,6 +79,7 @@ class FasterRCNN(nn.Module):
         self.stage: Stage = "joint"
         # which backbone parameters train by default (its own frozen stages excluded)
         self._backbone_trainable = {n: p.requires_grad for n, p in self.backbone.named_parameters()}
+        self._backbone_frozen = False
 
     # ------------------------------------------------------------------ configuration helpers
 
@@ -102,6 +103,15 @@ class FasterRCNN(nn.Module):
         Releasing restores the backbone's own frozen stages (e.g. VGG-16's conv1/conv2)."""
         for n, p in self.backbone.named_parameters():
             p.requires_grad_(False if frozen else self._backbone_trainable[n])
+        self._backbone_frozen = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> FasterRCNN:
+        """As nn.Module.train, but a frozen backbone stays in eval mode (normalisation
+        statistics fixed too)."""
+        super().train(mode)
+        if mode and self._backbone_frozen:
+            self.backbone.eval()
         return self
 
     # ------------------------------------------------------------------------------ forward
@@ -113,11 +123,15 @@ class FasterRCNN(nn.Module):
         *,
         proposals: Sequence[Tensor] | None = None,
         return_proposals: bool = False,
+        num_proposals: int | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Training: `model(images, targets)` -> dict of losses. Eval: `model(images)` -> one
         dict per image with `boxes`, `labels`, `scores` (and `proposals`, `proposal_scores`
         when `return_proposals=True`). `proposals` (one Tensor[P, 4] per image, input-image
-        coordinates) replace the RPN's own, as the "detector" stage requires."""
+        coordinates) replace the RPN's own, as the "detector" stage requires.
+
+        `num_proposals` (eval): return that many RPN proposals (e.g. 2000 for a recall curve)
+        while the detector still uses the configured top-M, i.e. the first M of them."""
         images = check_images(images)
         if self.training:
             if targets is None:
@@ -140,7 +154,9 @@ class FasterRCNN(nn.Module):
             props = self._given_proposals(proposals, batch, device)
             prop_scores = [torch.ones(p.shape[0], device=device) for p in props]
         else:
-            out = self.rpn(features, batch.image_sizes, batch.mean_scales(), [g["boxes"] for g in gt] if gt else None)
+            gt_boxes = [g["boxes"] for g in gt] if gt else None
+            wanted = None if self.training or num_proposals is None else num_proposals
+            out = self.rpn(features, batch.image_sizes, batch.mean_scales(), gt_boxes, num_proposals=wanted)
             props, prop_scores = out.proposals, out.scores
             losses.update(out.losses)
         if self.training and self.stage == "rpn":
@@ -152,7 +168,8 @@ class FasterRCNN(nn.Module):
         if self.stage == "rpn":
             detections = [self._empty_detections(device) for _ in images]
         else:
-            detections, _ = self.roi_heads(features, props, batch.image_sizes)
+            top_m = self.config.rpn.post_nms_top_n_test if proposals is None else None
+            detections, _ = self.roi_heads(features, [p[:top_m] for p in props], batch.image_sizes)
         return self._to_input_coordinates(detections, props, prop_scores, batch, original_sizes, return_proposals)
 
     @torch.no_grad()

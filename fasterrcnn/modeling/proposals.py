@@ -44,16 +44,19 @@ class ProposalLayer(nn.Module):
         deltas: Tensor,
         image_sizes: list[tuple[int, int]],
         scales: list[float],
+        post_n: int | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """
         anchors: Tensor[A, 4] (the same for every image of the padded batch);
         objectness: Tensor[N, A] logits (fg - bg for softmax, the sigmoid logit otherwise);
         deltas: Tensor[N, A, 4]; image_sizes: the (h, w) of each image inside the padded batch;
-        scales: each image's resize scale (network pixels per input-image pixel).
+        scales: each image's resize scale (network pixels per input-image pixel);
+        post_n: keep this many after NMS instead of the mode's top-M.
         Returns per image: proposals Tensor[P, 4] (float32, P <= top-M) sorted by decreasing
         score, and their scores Tensor[P] (probabilities).
         """
-        pre_n, post_n = self.counts()
+        pre_n, default_post_n = self.counts()
+        post_n = default_post_n if post_n is None else post_n
         legacy = self.box_coder.legacy_plus_one
         one = 1.0 if legacy else 0.0
         all_boxes = self.box_coder.decode(deltas.reshape(-1, 4).float(), anchors.repeat(deltas.shape[0], 1))

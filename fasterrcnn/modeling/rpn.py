@@ -158,11 +158,16 @@ class RegionProposalNetwork(nn.Module):
         image_sizes: list[tuple[int, int]],
         scales: list[float],
         gt_boxes: list[Tensor] | None = None,
+        num_proposals: int | None = None,
     ) -> RPNOutput:
+        """Proposals for each image (and the losses when `gt_boxes` are given); with
+        `num_proposals`, that many are kept after NMS instead of the configured top-M."""
         cls_logits, deltas = self.head(features)
         logits, flat_deltas = self.head.flatten(cls_logits, deltas)
         anchors = self.anchor_generator(tuple(features.shape[-2:]))
-        proposals, scores = self.proposal_layer(anchors, logits.detach(), flat_deltas.detach(), image_sizes, scales)
+        proposals, scores = self.proposal_layer(
+            anchors, logits.detach(), flat_deltas.detach(), image_sizes, scales, post_n=num_proposals
+        )
         losses: dict[str, Tensor] = {}
         if gt_boxes is not None:
             num_locations = features.shape[-2] * features.shape[-1]

@@ -1,0 +1,1 @@
+"""Training and inference loops around the model (kept out of the model code)."""

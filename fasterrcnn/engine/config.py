@@ -1,0 +1,148 @@
+"""Training configuration: the paper's training settings as defaults, from a file or the CLI.
+
+A config file (JSON, or YAML with the `yaml` extra) holds the same keys as `TrainConfig`;
+the `model` key holds `ModelConfig` overrides (see fasterrcnn.modeling.config), e.g.
+
+    {"data": "data/voc", "preset": "vgg16", "epochs": 12, "lr": 0.001,
+     "model": {"rpn": {"nms_thresh": 0.7}, "roi_heads": {"pooler": "roi_align"}}}
+
+Command-line options override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fasterrcnn.errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config_file"]
+
+
+@dataclass
+class TrainConfig:
+    # ---- data
+    data: str = ""  # VOC root, or a COCO annotation JSON (images next to it or in --image-dir)
+    format: str = "auto"  # auto | voc | coco
+    image_dir: str | None = None  # COCO only: the images folder
+    train_split: str = "train"
+    val_split: str | None = "test"  # evaluated at the end of training; None to skip
+    classes: list[str] | None = None  # default: read from the data
+    # ---- model
+    preset: str = "vgg16"
+    pretrained: str | None = None  # ImageNet weights file in torchvision's format
+    min_size: int = 600  # shorter side (paper: 600)
+    max_size: int = 1000  # longer side at most (code: 1000)
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
+    # ---- optimisation (paper / code)
+    schedule: str = "joint"  # joint (approximate joint training) | alternating (4-step)
+    epochs: int = 10
+    stage_epochs: list[int] | None = None  # alternating: epochs of steps 1-4 (default: `epochs` each)
+    batch_size: int = 1  # images per mini-batch (paper: 1)
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    bias_lr_factor: float = 2.0  # (code) biases: 2x lr ...
+    bias_weight_decay: float = 0.0  # ... and no weight decay
+    lr_steps: list[float] = field(default_factory=lambda: [0.75])  # fractions of a stage's iterations (60k of 80k)
+    gamma: float = 0.1
+    warmup_iters: int = 200
+    warmup_factor: float = 1.0 / 3
+    clip_grad_norm: float | None = None
+    flip_prob: float = 0.5  # horizontal flip augmentation
+    # ---- runtime
+    out: str = "runs/train"
+    device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
+    channels_last: bool = False
+    num_workers: int = 2
+    threads: int | None = None
+    seed: int = 0
+    log_every: int = 20
+    tensorboard: bool = False
+    resume: bool = False
+    max_iters: int | None = None  # stop each stage after this many iterations (quick runs)
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the field when a value cannot work."""
+        checks = [
+            (bool(self.data), "data: the data set to train on (a VOC folder or a COCO JSON)"),
+            (self.format in ("auto", "voc", "coco"), "format: auto, voc or coco"),
+            (self.schedule in ("joint", "alternating"), "schedule: joint or alternating"),
+            (self.epochs >= 1, "epochs >= 1"),
+            (self.stage_epochs is None or (len(self.stage_epochs) == 4 and all(e >= 1 for e in self.stage_epochs)),
+             "stage_epochs: four numbers >= 1 (steps 1-4 of alternating training)"),
+            (self.batch_size >= 1, "batch_size >= 1"),
+            (self.lr > 0, "lr > 0"),
+            (0 <= self.momentum < 1, "momentum in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay >= 0"),
+            (all(0 < s < 1 for s in self.lr_steps) and list(self.lr_steps) == sorted(self.lr_steps),
+             "lr_steps: increasing fractions in (0, 1) of a stage's iterations"),
+            (0 < self.gamma <= 1, "gamma in (0, 1]"),
+            (self.warmup_iters >= 0 and 0 < self.warmup_factor <= 1, "warmup_iters >= 0 and warmup_factor in (0, 1]"),
+            (0 <= self.flip_prob <= 1, "flip_prob in [0, 1]"),
+            (0 < self.min_size <= self.max_size, "0 < min_size <= max_size"),
+            (self.num_workers >= 0, "num_workers >= 0"),
+            (self.log_every >= 1, "log_every >= 1"),
+            (self.max_iters is None or self.max_iters >= 1, "max_iters >= 1"),
+            (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm > 0"),
+        ]
+        for ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"invalid training configuration: expected {rule}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def update(self, values: dict[str, Any], where: str) -> TrainConfig:
+        """Set fields from a dict (a config file's content, or CLI options), checking names and types."""
+        names = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            k = key.replace("-", "_")
+            if k not in names:
+                raise ConfigError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
+            current = getattr(self, k)
+            if value is not None and current is not None:
+                if isinstance(current, bool) and not isinstance(value, bool):
+                    raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+                if isinstance(current, (int, float)) and not isinstance(current, bool):
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+                    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
+                        if not value.is_integer():
+                            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+                        value = int(value)
+                if isinstance(current, str) and not isinstance(value, str):
+                    raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+                if isinstance(current, (list, dict)) and not isinstance(value, type(current)):
+                    raise ConfigError(f"{where}: {key} must be a {type(current).__name__}, got {value!r}")
+            setattr(self, k, value)
+        return self
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML training config file into a dict; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as exc:
+                raise ConfigError(f"{p}: reading YAML needs pyyaml (pip install 'fasterrcnn[yaml]'), or use JSON") from exc
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p} is not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of settings, got {type(data).__name__}")
+    return data

@@ -1,0 +1,353 @@
+"""Training: approximate joint training and the paper's 4-step alternating training.
+
+Approximate joint training (Sec. 3.2, "ii"): one network; each mini-batch's RPN and Fast
+R-CNN losses are summed and back-propagated together, the proposals treated as fixed.
+
+4-step alternating training (Sec. 3.2, "iii"):
+  1. train the RPN, initialised from ImageNet (stage "rpn");
+  2. train a separate Fast R-CNN detector, initialised from ImageNet, on the step-1 RPN's
+     proposals (stage "detector"; no sharing yet);
+  3. take the detector's backbone, keep it fixed, and fine-tune the RPN layers only (the RPN
+     layers start from step 1's);
+  4. keep the shared convs fixed and fine-tune the Fast R-CNN layers only, on the proposals
+     of the step-3 RPN. The result is one network with shared conv layers.
+
+Every stage is logged (metrics.jsonl, the progress bar) and checkpointed: `last.pt` after
+each epoch (atomic), `stage<k>.pt` at the end of each alternating step, and
+`model_final.pt`. `--resume` restarts from `last.pt` exactly: model, optimiser, scheduler,
+epoch, iteration and RNG state, so a resumed run reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from fasterrcnn.engine.config import TrainConfig
+from fasterrcnn.engine.logger import MetricsLogger
+from fasterrcnn.engine.optim import WarmupStepLR, build_optimizer
+from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
+from fasterrcnn.errors import CheckpointError, ConfigError
+from fasterrcnn.modeling.checkpoint import load_checkpoint, load_imagenet_weights, read_checkpoint, save_checkpoint
+from fasterrcnn.modeling.faster_rcnn import FasterRCNN, build_model
+
+__all__ = ["StageSpec", "TrainResult", "Trainer", "train"]
+
+LOSS_KEYS = ("rpn_cls", "rpn_reg", "det_cls", "det_reg")
+
+
+@dataclass
+class StageSpec:
+    """One stage of a schedule: what to build, what trains, where proposals come from."""
+
+    index: int
+    name: str
+    mode: str  # "joint" | "rpn" | "detector"
+    epochs: int
+    build: Callable[[], FasterRCNN]
+    trainable: str = "all"  # "all" | "rpn" | "roi_heads"
+    freeze_backbone: bool = False
+    proposals_from: str | None = None  # None (own RPN), "self" (own frozen RPN, detector stage), or a checkpoint path
+
+
+@dataclass
+class TrainResult:
+    model: FasterRCNN
+    out_dir: Path
+    iterations: int = 0
+    seconds: float = 0.0
+    images: int = 0
+    final_losses: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+class Trainer:
+    """Builds data, model(s) and optimiser from a `TrainConfig` and runs the schedule."""
+
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.log = log
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        from fasterrcnn.data import build_dataset
+
+        common = dict(format=cfg.format, min_size=cfg.min_size, max_size=cfg.max_size, seed=cfg.seed, classes=cfg.classes)
+        if cfg.image_dir is not None:
+            common["image_dir"] = cfg.image_dir
+        self.train_set = build_dataset(cfg.data, cfg.train_split, train=True, flip_prob=cfg.flip_prob, **common)
+        self.classes: list[str] = list(self.train_set.classes)
+        if len(self.train_set) == 0:
+            raise ConfigError(f"the training split {cfg.train_split!r} of {cfg.data} has no images")
+        self.iters_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+
+    # ------------------------------------------------------------------ models and stages
+
+    def new_model(self, seed_offset: int = 0) -> FasterRCNN:
+        """A freshly initialised model (ImageNet backbone weights when `pretrained` is set);
+        seeded so that the same stage always starts from the same weights."""
+        torch.manual_seed(self.cfg.seed + 1000 * seed_offset)
+        overrides = dict(self.cfg.model)
+        overrides.setdefault("min_size", self.cfg.min_size)
+        overrides.setdefault("max_size", self.cfg.max_size)
+        model = build_model(self.cfg.preset, len(self.classes), class_names=self.classes, **overrides)
+        if self.cfg.pretrained:
+            report = load_imagenet_weights(model, self.cfg.pretrained)
+            self.log(f"loaded ImageNet weights from {self.cfg.pretrained} (missing: {len(report['missing'])}, ignored: {len(report['unexpected'])})")
+        return model.to(self.device)
+
+    def stages(self) -> list[StageSpec]:
+        cfg = self.cfg
+        if cfg.schedule == "joint":
+            return [StageSpec(1, "joint training", "joint", cfg.epochs, lambda: self.new_model(0))]
+        e = cfg.stage_epochs or [cfg.epochs] * 4
+        s1, s2, s3 = (self.out / f"stage{k}.pt" for k in (1, 2, 3))
+
+        def step3() -> FasterRCNN:
+            model, _ = load_checkpoint(s2, map_location=self.device)
+            rpn_weights, _ = load_checkpoint(s1, map_location=self.device)
+            model.rpn.load_state_dict(rpn_weights.rpn.state_dict())
+            return model
+
+        return [
+            StageSpec(1, "step 1: RPN", "rpn", e[0], lambda: self.new_model(1)),
+            StageSpec(2, "step 2: Fast R-CNN on step-1 proposals", "detector", e[1], lambda: self.new_model(2), proposals_from=str(s1)),
+            StageSpec(3, "step 3: RPN on the detector's fixed convs", "rpn", e[2], step3, trainable="rpn", freeze_backbone=True),
+            StageSpec(4, "step 4: Fast R-CNN layers on step-3 proposals", "detector", e[3],
+                      lambda: load_checkpoint(s3, map_location=self.device)[0], trainable="roi_heads", freeze_backbone=True, proposals_from="self"),
+        ]
+
+    def proposal_source(self, spec: StageSpec, model: FasterRCNN) -> Callable[[list[Tensor]], list[Tensor]] | None:
+        """Where a detector stage's proposals come from (the training-time counts: 2,000)."""
+        if spec.proposals_from is None:
+            return None
+        rpn_cfg = model.config.rpn
+        if spec.proposals_from == "self":
+            source = model
+        else:
+            source, _ = load_checkpoint(spec.proposals_from, map_location=self.device)
+            source.set_stage("rpn")
+            source.config.rpn.pre_nms_top_n_test = rpn_cfg.pre_nms_top_n_train
+            source.config.rpn.post_nms_top_n_test = rpn_cfg.post_nms_top_n_train
+            source.eval()
+
+        def propose(images: list[Tensor]) -> list[Tensor]:
+            with autocast(self.device, self.precision):
+                return [p["boxes"] for p in source.propose(images)]
+
+        return propose
+
+    # ------------------------------------------------------------------------------ run
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        logger = MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None)
+        resume = self._read_resume() if cfg.resume else None
+        if not cfg.resume and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+            logger = MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None)
+        self.log(self._describe())
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        result = TrainResult(model=None, out_dir=self.out)  # type: ignore[arg-type]
+        global_iter = 0
+        try:
+            for spec in self.stages():
+                if resume is not None and spec.index < resume["stage"]:
+                    global_iter += self._stage_iters(spec)
+                    continue
+                model, iters, secs, images, losses = self._run_stage(spec, logger, resume, global_iter)
+                resume = None
+                global_iter += iters
+                result.iterations += iters
+                result.seconds += secs
+                result.images += images
+                result.final_losses = losses
+                result.stages.append({"stage": spec.index, "name": spec.name, "epochs": spec.epochs, "iterations": iters, "seconds": secs})
+                if cfg.schedule == "alternating":
+                    save_checkpoint(self.out / f"stage{spec.index}.pt", model, stage=spec.index)
+        finally:
+            logger.close()
+        model.set_stage("joint").freeze_backbone(False).eval()
+        result.model = model
+        result.checkpoint = save_checkpoint(self.out / "model_final.pt", model, classes=self.classes, train_config=cfg.to_dict())
+        return result
+
+    def _describe(self) -> str:
+        cfg = self.cfg
+        return (
+            f"training {cfg.preset} ({cfg.schedule}) on {cfg.data} [{cfg.train_split}]: {len(self.train_set)} images, "
+            f"{len(self.classes)} classes, batch {cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, "
+            f"device {self.device.type}, precision {self.precision}, output {self.out}"
+        )
+
+    def _stage_iters(self, spec: StageSpec) -> int:
+        total = spec.epochs * self.iters_per_epoch
+        return min(total, self.cfg.max_iters) if self.cfg.max_iters else total
+
+    def _read_resume(self) -> dict[str, Any] | None:
+        path = self.out / "last.pt"
+        if not path.exists():
+            self.log(f"--resume: no {path} yet, starting from scratch")
+            return None
+        ckpt = read_checkpoint(path, map_location="cpu")
+        saved = ckpt.get("train_config", {})
+        for key in ("preset", "schedule", "batch_size", "data", "train_split", "seed"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise CheckpointError(f"{path} was written with {key}={saved.get(key)!r}, but this run has {key}={getattr(self.cfg, key)!r}")
+        self.log(f"resuming from {path}: stage {ckpt['stage']}, {ckpt['epoch']} epoch(s) done")
+        ckpt["path"] = path
+        return ckpt
+
+    def _run_stage(
+        self, spec: StageSpec, logger: MetricsLogger, resume: dict[str, Any] | None, global_start: int
+    ) -> tuple[FasterRCNN, int, float, int, dict[str, float]]:
+        cfg = self.cfg
+        from fasterrcnn.data import build_loader
+
+        model = spec.build().to(self.device)
+        model.set_stage(spec.mode)
+        model.freeze_backbone(spec.freeze_backbone)
+        if spec.trainable != "all":
+            model.requires_grad_(False)
+            getattr(model, spec.trainable).requires_grad_(True)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay)
+        total_iters = self._stage_iters(spec)
+        steps = [int(f * total_iters) for f in cfg.lr_steps]
+        scheduler = WarmupStepLR(optimizer, steps, cfg.gamma, min(cfg.warmup_iters, total_iters), cfg.warmup_factor)
+        scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        start_epoch, it = 0, 0
+        if resume is not None and resume["stage"] == spec.index:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            start_epoch, it = resume["epoch"], resume["iteration"]
+            torch.set_rng_state(resume["rng"]["torch"])
+            random.setstate(_tuple_state(resume["rng"]["python"]))
+            if torch.cuda.is_available() and resume["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+            logger.truncate_after(global_start + it)
+        propose = self.proposal_source(spec, model)
+        self.log(f"[stage {spec.index}] {spec.name}: {spec.epochs} epoch(s), {total_iters} iterations, "
+                 f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters")
+        window: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=20))
+        seconds, images_seen = 0.0, 0
+        epoch_losses: dict[str, float] = {}
+        for epoch in range(start_epoch, spec.epochs):
+            if it >= total_iters:
+                break
+            self.train_set.set_epoch(epoch)
+            loader = build_loader(self.train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + spec.index, epoch=epoch, num_workers=cfg.num_workers)
+            sums: dict[str, float] = defaultdict(float)
+            count = 0
+            bar = tqdm(total=min(self.iters_per_epoch, total_iters - it), desc=f"stage {spec.index} epoch {epoch + 1}/{spec.epochs}", disable=not cfg.progress, unit="it", dynamic_ncols=True)
+            t_epoch = time.perf_counter()
+            for images, targets in loader:
+                if it >= total_iters:
+                    break
+                t0 = time.perf_counter()
+                losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
+                dt = time.perf_counter() - t0
+                seconds += dt
+                images_seen += len(images)
+                it += 1
+                count += 1
+                for k, v in losses.items():
+                    window[k].append(v)
+                    sums[k] += v
+                bar.update(1)
+                bar.set_postfix({k: f"{sum(v) / len(v):.3f}" for k, v in window.items()}, refresh=False)
+                if it % cfg.log_every == 0 or it == total_iters:
+                    rec = {"kind": "train", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
+                           "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_factor", 1.0),
+                           **{k: sum(v) / len(v) for k, v in window.items()}, "sec_per_iter": dt, "images_per_s": len(images) / dt}
+                    logger.log(rec, step=global_start + it)
+            bar.close()
+            epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}
+            logger.log({"kind": "epoch", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
+                        **epoch_losses, "seconds": time.perf_counter() - t_epoch}, step=global_start + it)
+            self.log(f"[stage {spec.index}] epoch {epoch + 1}/{spec.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in epoch_losses.items()))
+            save_checkpoint(
+                self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
+                rng={"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            )
+        return model, it, seconds, images_seen, epoch_losses
+
+    def _step(
+        self,
+        model: FasterRCNN,
+        optimizer: torch.optim.Optimizer,
+        scheduler: WarmupStepLR,
+        scaler: torch.amp.GradScaler | None,
+        images: list[Tensor],
+        targets: list[dict[str, Any]],
+        propose: Callable[[list[Tensor]], list[Tensor]] | None,
+        global_iter: int,
+    ) -> dict[str, float]:
+        model.train()
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
+        proposals = propose(images) if propose is not None else None
+        with autocast(self.device, self.precision):
+            losses = model(images, targets, proposals=proposals)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at iteration {global_iter + 1} "
+                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); lower --lr or add --clip-grad-norm"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if self.cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.cfg.clip_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _list_state(state: Any) -> Any:
+    """random.getstate() as nested lists (a weights_only-loadable value)."""
+    return [_list_state(s) for s in state] if isinstance(state, tuple) else state
+
+
+def _tuple_state(state: Any) -> Any:
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train with `cfg` and return the trained model and its statistics."""
+    return Trainer(cfg, log).run()
+
