@@ -30,7 +30,9 @@ __all__ = [
 def to_numpy(value, dtype, what: str) -> np.ndarray:
     """`value` (torch tensor, numpy array, list, scalar) as a numpy array of `dtype`."""
     try:
-        if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
+        if hasattr(value, "detach") and hasattr(
+            value, "cpu"
+        ):  # torch.Tensor, without importing torch
             value = value.detach().cpu()
             if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
                 value = value.float()
@@ -45,7 +47,9 @@ def to_numpy(value, dtype, what: str) -> np.ndarray:
             raise TypeError(f"values of type {arr.dtype} are not booleans")
         return arr.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{what}: cannot read as an array of {np.dtype(dtype).name} ({exc})") from None
+        raise DataError(
+            f"{what}: cannot read as an array of {np.dtype(dtype).name} ({exc})"
+        ) from None
 
 
 def as_image_id(value, what: str) -> int:
@@ -114,7 +118,9 @@ def normalize_ground_truth(gt: Sequence[Mapping], num_classes: int | None) -> Gr
     for pos, entry in enumerate(gt):
         if not isinstance(entry, Mapping):
             raise DataError(f"ground truth[{pos}]: expected a dict, got {type(entry).__name__}")
-        image_id = as_image_id(entry["image_id"], f"ground truth[{pos}]") if "image_id" in entry else pos
+        image_id = (
+            as_image_id(entry["image_id"], f"ground truth[{pos}]") if "image_id" in entry else pos
+        )
         what = f"ground truth for image_id {image_id}"
         if image_id in out.index:
             raise DataError(f"{what}: image_id appears twice in the ground truth")
@@ -127,7 +133,9 @@ def normalize_ground_truth(gt: Sequence[Mapping], num_classes: int | None) -> Gr
         else:
             difficult = to_numpy(entry["difficult"], bool, f"{what} difficult").reshape(-1)
             if difficult.shape[0] != boxes.shape[0]:
-                raise DataError(f"{what}: {difficult.shape[0]} difficult flags for {boxes.shape[0]} boxes")
+                raise DataError(
+                    f"{what}: {difficult.shape[0]} difficult flags for {boxes.shape[0]} boxes"
+                )
         size = entry.get("orig_size")
         if size is not None:
             size_arr = to_numpy(size, np.float64, f"{what} orig_size").reshape(-1)
@@ -194,7 +202,11 @@ def flatten_detections(
     there must be exactly one per ground-truth image). A detection for an image that is not
     in the ground truth is an error (as in the VOC devkit: "unrecognized image").
     """
-    if isinstance(dets, Mapping) or not isinstance(dets, Sequence) or isinstance(dets, (str, bytes)):
+    if (
+        isinstance(dets, Mapping)
+        or not isinstance(dets, Sequence)
+        or isinstance(dets, (str, bytes))
+    ):
         raise DataError(
             f"{what} must be a sequence of per-image dicts or a COCO results list, "
             f"got {type(dets).__name__}"
@@ -274,7 +286,9 @@ def check_classes(classes: Sequence[str]) -> list[str]:
     if isinstance(classes, str) or not isinstance(classes, Sequence):
         raise DataError(f"classes must be a list of class names, got {type(classes).__name__}")
     if len(classes) == 0:
-        raise DataError("classes is empty: give the name of each object class (label i is classes[i-1])")
+        raise DataError(
+            "classes is empty: give the name of each object class (label i is classes[i-1])"
+        )
     return [str(c) for c in classes]
 
 

@@ -108,7 +108,9 @@ def _dataset_from_truth(truth, classes: list[str], cats: list[int]) -> dict:
             image["file_name"] = truth.files[pos]
         images.append(image)
         boxes = truth.boxes[pos].tolist()
-        for box, label, difficult in zip(boxes, truth.labels[pos].tolist(), truth.difficult[pos].tolist()):
+        for box, label, difficult in zip(
+            boxes, truth.labels[pos].tolist(), truth.difficult[pos].tolist(), strict=True
+        ):
             x1, y1, x2, y2 = box
             w, h = x2 - x1, y2 - y1
             ann_id += 1
@@ -125,7 +127,7 @@ def _dataset_from_truth(truth, classes: list[str], cats: list[int]) -> dict:
     return {
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": c, "name": n} for c, n in zip(cats, classes)],
+        "categories": [{"id": c, "name": n} for c, n in zip(cats, classes, strict=True)],
     }
 
 
@@ -166,7 +168,9 @@ def _run_cocoeval(coco_gt, coco_dt, log: io.StringIO, *, settings: dict) -> dict
         evaluator.summarize()
     raw = [float(v) for v in evaluator.stats]
     # pycocotools writes -1 where a number is undefined (no ground truth in that range).
-    stats = {name: (float("nan") if v == -1 else v) for name, v in zip(COCO_STAT_NAMES, raw)}
+    stats = {
+        name: (float("nan") if v == -1 else v) for name, v in zip(COCO_STAT_NAMES, raw, strict=True)
+    }
 
     # Per-category AP@[.5:.95] (area "all", maxDets 100), as summarize() averages it.
     precision = evaluator.eval["precision"]  # [T, R, K, A, M]
@@ -264,7 +268,7 @@ def _flat_to_results(flat, image_ids: list[int], cats: list[int]) -> list[dict]:
             "score": sc,
         }
         for d, (i, lab, sc) in enumerate(
-            zip(flat.image_index.tolist(), flat.labels.tolist(), flat.scores.tolist())
+            zip(flat.image_index.tolist(), flat.labels.tolist(), flat.scores.tolist(), strict=True)
         )
     ]
 
@@ -280,13 +284,17 @@ def coco_evaluate_files(annotation_json, results_json) -> dict:
     path = os.fspath(annotation_json)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
         raise DataError(f"{path}: not a COCO annotation file (no 'images' list)")
-    if not isinstance(dataset.get("annotations", []), list) or not isinstance(dataset.get("categories", []), list):
+    if not isinstance(dataset.get("annotations", []), list) or not isinstance(
+        dataset.get("categories", []), list
+    ):
         raise DataError(f"{path}: 'annotations' and 'categories' must be lists")
     log = io.StringIO()
     try:
         coco_gt = _coco_from_dataset(dataset, log)
     except (KeyError, TypeError) as exc:
-        raise DataError(f"{path}: malformed COCO annotation file ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{path}: malformed COCO annotation file ({type(exc).__name__}: {exc})"
+        ) from None
     data = read_json_file(results_json, "detections file")
     results = validate_coco_results(
         data,

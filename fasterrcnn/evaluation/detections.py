@@ -78,7 +78,7 @@ def validate_coco_results(
     if not isinstance(results, list):
         raise DataError(
             f"{source}: expected a JSON list of detections "
-            f"([{{\"image_id\", \"category_id\", \"bbox\", \"score\"}}, ...]), "
+            f'([{{"image_id", "category_id", "bbox", "score"}}, ...]), '
             f"got {type(results).__name__}"
         )
     known_images = None if image_ids is None else set(image_ids)
@@ -115,7 +115,9 @@ def validate_coco_results(
         bbox = entry["bbox"]
         nums = [_number(v) for v in bbox] if isinstance(bbox, (list, tuple)) else None
         if nums is None or len(nums) != 4 or any(v is None for v in nums):
-            raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {_short(bbox)}")
+            raise DataError(
+                f"{where}: bbox must be 4 numbers [x, y, width, height], got {_short(bbox)}"
+            )
         if not all(math.isfinite(v) for v in nums):
             raise DataError(f"{where}: bbox has a non-finite value: {_short(bbox)}")
         if nums[2] < 0:
@@ -143,7 +145,9 @@ def detections_to_coco_results(dets, category_ids: Sequence[int] | None = None) 
         category_to_label_map(mapping)  # checks the ids
     num_classes = len(mapping) if mapping is not None else None
     if isinstance(dets, Mapping) or not isinstance(dets, Sequence):
-        raise DataError(f"detections must be a sequence of per-image dicts, got {type(dets).__name__}")
+        raise DataError(
+            f"detections must be a sequence of per-image dicts, got {type(dets).__name__}"
+        )
     out: list[dict] = []
     for pos, entry in enumerate(dets):
         if not isinstance(entry, Mapping) or "image_id" not in entry:
@@ -156,13 +160,15 @@ def detections_to_coco_results(dets, category_ids: Sequence[int] | None = None) 
         boxes = _boxes(entry["boxes"], where)
         labels = _labels(entry["labels"], boxes.shape[0], num_classes, where)
         if labels.size and labels.min() < 1:
-            raise DataError(f"{where}: label {int(labels.min())} is not an object class (labels start at 1)")
+            raise DataError(
+                f"{where}: label {int(labels.min())} is not an object class (labels start at 1)"
+            )
         scores = to_numpy(entry["scores"], np.float64, f"{where} scores").reshape(-1)
         if scores.shape[0] != boxes.shape[0]:
             raise DataError(f"{where}: {scores.shape[0]} scores for {boxes.shape[0]} boxes")
         if not np.isfinite(scores).all():
             raise DataError(f"{where}: scores must be finite")
-        for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist()):
+        for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist(), strict=True):
             x1, y1, x2, y2 = box
             out.append(
                 {
@@ -225,7 +231,9 @@ def read_json_file(path, what: str = "file"):
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 JSON {what} ({exc.reason})") from None
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise DataError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
@@ -266,7 +274,9 @@ def _per_image_from_json(data: list, source: str, image_ids, num_classes) -> lis
         boxes = _boxes(entry["boxes"], where)
         labels = _labels(entry["labels"], boxes.shape[0], num_classes, where)
         if labels.size and labels.min() < 1:
-            raise DataError(f"{where}: label {int(labels.min())} is not an object class (labels start at 1)")
+            raise DataError(
+                f"{where}: label {int(labels.min())} is not an object class (labels start at 1)"
+            )
         scores = to_numpy(entry["scores"], np.float64, f"{where} scores").reshape(-1)
         if scores.shape[0] != boxes.shape[0]:
             raise DataError(f"{where}: {scores.shape[0]} scores for {boxes.shape[0]} boxes")

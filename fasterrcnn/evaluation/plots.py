@@ -30,7 +30,9 @@ def _new_figure(width: float, height: float):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the installation
-        raise DataError("plots need matplotlib: pip install 'fasterrcnn[eval]' (or matplotlib)") from None
+        raise DataError(
+            "plots need matplotlib: pip install 'fasterrcnn[eval]' (or matplotlib)"
+        ) from None
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
@@ -46,7 +48,10 @@ def safe_filename(name: str, max_len: int = 60) -> str:
 def _float_array(values) -> np.ndarray:
     if values is None:
         return np.zeros(0)
-    return np.array([np.nan if v is None else v for v in np.asarray(values, dtype=object).reshape(-1)], dtype=np.float64)
+    return np.array(
+        [np.nan if v is None else v for v in np.asarray(values, dtype=object).reshape(-1)],
+        dtype=np.float64,
+    )
 
 
 def _envelope(recall: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +65,9 @@ def _ap_text(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def plot_pr_curves(voc_result: Mapping, out_dir, *, overview: bool = True, dpi: int = 100) -> list[str]:
+def plot_pr_curves(
+    voc_result: Mapping, out_dir, *, overview: bool = True, dpi: int = 100
+) -> list[str]:
     """Write one precision-recall PNG per class of a `voc_evaluate` result; returns the paths.
 
     Files are ``pr_<label>_<class>.png`` (label zero-padded, class name made safe), each
@@ -95,10 +102,19 @@ def plot_pr_curves(voc_result: Mapping, out_dir, *, overview: bool = True, dpi: 
             ax.legend(loc="lower left")
             curves.append((name, recall, precision, c.get("ap10")))
         elif has_gt:
-            ax.text(0.5, 0.5, "no detections (AP = 0)", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "no detections (AP = 0)", ha="center", va="center", transform=ax.transAxes
+            )
             curves.append((name, recall, precision, c.get("ap10")))
         else:
-            ax.text(0.5, 0.5, "no ground truth: AP undefined", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no ground truth: AP undefined",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         ax.set_xlim(0, 1.0)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")
@@ -118,8 +134,14 @@ def plot_pr_curves(voc_result: Mapping, out_dir, *, overview: bool = True, dpi: 
         ax = fig.add_subplot(1, 1, 1)
         for i, (name, recall, precision, ap) in enumerate(curves):
             if recall.size:
-                ax.plot(recall, precision, lw=1.0, color=f"C{i % 10}",
-                        ls=("-", "--", ":")[(i // 10) % 3], label=f"{name} ({_ap_text(ap)})")
+                ax.plot(
+                    recall,
+                    precision,
+                    lw=1.0,
+                    color=f"C{i % 10}",
+                    ls=("-", "--", ":")[(i // 10) % 3],
+                    label=f"{name} ({_ap_text(ap)})",
+                )
         ax.set_xlim(0, 1.0)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("recall")

@@ -29,7 +29,9 @@ def _proposal_entries(proposals, gt) -> list[tuple[int, np.ndarray, np.ndarray |
         raise DataError(
             f"proposals must be a sequence (one entry per image), got {type(proposals).__name__}"
         )
-    keyed = len(proposals) > 0 and all(isinstance(p, Mapping) and "image_id" in p for p in proposals)
+    keyed = len(proposals) > 0 and all(
+        isinstance(p, Mapping) and "image_id" in p for p in proposals
+    )
     if not keyed and len(proposals) != len(gt.image_ids):
         raise DataError(
             f"proposals without image_id must line up with the ground truth one per image; "
@@ -40,7 +42,9 @@ def _proposal_entries(proposals, gt) -> list[tuple[int, np.ndarray, np.ndarray |
         if keyed:
             image_id = as_image_id(entry["image_id"], f"proposals[{pos}]")
             if image_id not in gt.index:
-                raise DataError(f"proposals for image_id {image_id}: image_id is not in the ground truth")
+                raise DataError(
+                    f"proposals for image_id {image_id}: image_id is not in the ground truth"
+                )
             image_pos = gt.index[image_id]
         else:
             image_pos = pos
@@ -162,5 +166,7 @@ def proposal_recall(
     }
     if average_recall:
         ar_cols = [col[t] for t in AR_IOU_THRESHOLDS]
-        result["average_recall"] = {n: float(np.mean(rec[i, ar_cols])) for i, n in enumerate(counts)}
+        result["average_recall"] = {
+            n: float(np.mean(rec[i, ar_cols])) for i, n in enumerate(counts)
+        }
     return result

@@ -140,19 +140,27 @@ def _voc_table(r: Mapping) -> list[str]:
     per_class = r["per_class"]
     width = max([len("class")] + [len(str(c["name"])) for c in per_class])
     width = min(width, 30)
-    head = f"{'class':<{width}}  {'#gt':>6} {'#diff':>6} {'#det':>7} {'TP':>6} {'FP':>7}  {'AP07':>7} {'AP10':>7}"
+    head = (
+        f"{'class':<{width}}  {'#gt':>6} {'#diff':>6} {'#det':>7} {'TP':>6} {'FP':>7}  "
+        f"{'AP07':>7} {'AP10':>7}"
+    )
     rows += [head, "-" * len(head)]
     for c in per_class:
         name = str(c["name"])[:width]
         rows.append(
             f"{name:<{width}}  {c['num_positives']:>6} {c['num_difficult']:>6} "
-            f"{c['num_detections']:>7} {c['tp']:>6} {c['fp']:>7}  {_fmt(c['ap07'])} {_fmt(c['ap10'])}"
+            f"{c['num_detections']:>7} {c['tp']:>6} {c['fp']:>7}  "
+            f"{_fmt(c['ap07'])} {_fmt(c['ap10'])}"
         )
     rows.append("-" * len(head))
     n = r.get("num_classes_evaluated", len(per_class))
     label = f"mAP ({n} class{'' if n == 1 else 'es'})"
-    rows.append(f"{label:<{max(len(head) - 15, len(label) + 1)}}{_fmt(r['map07'])} {_fmt(r['map10'])}")
-    rows.append("AP07 = VOC2007 11-point interpolated AP (the paper's metric); AP10 = VOC2010+ area AP")
+    rows.append(
+        f"{label:<{max(len(head) - 15, len(label) + 1)}}{_fmt(r['map07'])} {_fmt(r['map10'])}"
+    )
+    rows.append(
+        "AP07 = VOC2007 11-point interpolated AP (the paper's metric); AP10 = VOC2010+ area AP"
+    )
     rows += [f"note: {n}" for n in r.get("notes", [])]
     return rows
 
@@ -172,8 +180,15 @@ def _recall_table(r: Mapping) -> list[str]:
     ns = list(rec)
     ts = list(next(iter(rec.values()))) if rec else []
     ar = r.get("average_recall")
-    rows = [f"Proposal recall (%) of {r.get('num_gt', '?')} non-difficult objects, {r.get('num_images', '?')} images"]
-    head = f"{'top-N':>7}" + "".join(f"  IoU>={float(t):<4g}" for t in ts) + ("  AR@.5:.95" if ar else "")
+    rows = [
+        f"Proposal recall (%) of {r.get('num_gt', '?')} non-difficult objects, "
+        f"{r.get('num_images', '?')} images"
+    ]
+    head = (
+        f"{'top-N':>7}"
+        + "".join(f"  IoU>={float(t):<4g}" for t in ts)
+        + ("  AR@.5:.95" if ar else "")
+    )
     rows.append(head)
     for n in ns:
         line = f"{str(n):>7}" + "".join(f"  {_fmt(rec[n][t], width=9)}" for t in ts)
@@ -188,7 +203,11 @@ def format_results_table(results) -> str:
     result (the 12 stats), a proposal recall result, or a dict holding several of them."""
     if not isinstance(results, Mapping):
         raise TypeError(f"results must be a dict, got {type(results).__name__}")
-    parts = [results] if "kind" in results else [v for v in results.values() if isinstance(v, Mapping) and "kind" in v]
+    parts = (
+        [results]
+        if "kind" in results
+        else [v for v in results.values() if isinstance(v, Mapping) and "kind" in v]
+    )
     blocks = []
     for r in parts:
         kind = r["kind"]

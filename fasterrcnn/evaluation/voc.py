@@ -142,7 +142,9 @@ def match_detections(
         best_iou[idx] = iou[np.arange(idx.size), j]
         best_gt[idx] = offsets[img] + j
 
-    difficult_all = np.concatenate([np.asarray(d, dtype=bool) for d in gt_difficult] or [np.zeros(0, bool)])
+    difficult_all = np.concatenate(
+        [np.asarray(d, dtype=bool) for d in gt_difficult] or [np.zeros(0, bool)]
+    )
     status = np.full(n, FP, dtype=np.int64)
     hit = best_iou >= iou_threshold
     on_difficult = np.zeros(n, dtype=bool)
