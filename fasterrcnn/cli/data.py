@@ -32,19 +32,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--train", type=int, default=600, metavar="N", help="training images")
     s.add_argument("--test", type=int, default=200, metavar="N", help="test images")
     s.add_argument("--seed", type=int, default=0, help="random seed")
-    s.add_argument("--min-size", type=int, default=400, metavar="PX",
-                   help="smallest image width/height (each side is uniform in [min, max])")
-    s.add_argument("--max-size", type=int, default=560, metavar="PX", help="largest image width/height")
-    s.add_argument("--classes", default=None, metavar="A,B,...",
-                   help="subset of circle,square,triangle,star,ring,hexagon,cross (default: all 7)")
-    s.add_argument("--max-objects", type=int, default=8, metavar="N", help="objects per image at most (at least 1)")
-    s.add_argument("--min-object", type=float, default=20.0, metavar="PX",
-                   help="smallest object size, sqrt(w*h)")
-    s.add_argument("--max-object", type=float, default=400.0, metavar="PX",
-                   help="largest object size, sqrt(w*h) (shrunk to fit the image)")
+    s.add_argument(
+        "--min-size",
+        type=int,
+        default=400,
+        metavar="PX",
+        help="smallest image width/height (each side is uniform in [min, max])",
+    )
+    s.add_argument(
+        "--max-size", type=int, default=560, metavar="PX", help="largest image width/height"
+    )
+    s.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="subset of circle,square,triangle,star,ring,hexagon,cross (default: all 7)",
+    )
+    s.add_argument(
+        "--max-objects",
+        type=int,
+        default=8,
+        metavar="N",
+        help="objects per image at most (at least 1)",
+    )
+    s.add_argument(
+        "--min-object",
+        type=float,
+        default=20.0,
+        metavar="PX",
+        help="smallest object size, sqrt(w*h)",
+    )
+    s.add_argument(
+        "--max-object",
+        type=float,
+        default=400.0,
+        metavar="PX",
+        help="largest object size, sqrt(w*h) (shrunk to fit the image)",
+    )
     s.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
-    s.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="processes (the files do not depend on it)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes (the files do not depend on it)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_run_synth)
 
@@ -59,16 +91,38 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(missing file, malformed annotation), 1 if some images cannot be decoded."
         ),
     )
-    c.add_argument("path", help="VOC root (with Annotations/), COCO JSON, or a directory holding one")
-    c.add_argument("--split", default="train", help="split to read (VOC: ImageSets/Main/<split>.txt; default train)")
-    c.add_argument("--format", choices=("auto", "voc", "coco"), default="auto", help="layout (default: detect)")
-    c.add_argument("--classes", default=None, metavar="A,B,...",
-                   help="expected classes (others are reported as unknown); default: those found")
-    c.add_argument("--image-dir", default=None, help="COCO: directory of the images (default: guessed)")
-    c.add_argument("--no-decode", action="store_true",
-                   help="skip decoding every image (faster; corrupt images are then not found)")
-    c.add_argument("--messages", type=int, default=20, metavar="N",
-                   help="print at most N per-file messages (default 20; -1: all)")
+    c.add_argument(
+        "path", help="VOC root (with Annotations/), COCO JSON, or a directory holding one"
+    )
+    c.add_argument(
+        "--split",
+        default="train",
+        help="split to read (VOC: ImageSets/Main/<split>.txt; default train)",
+    )
+    c.add_argument(
+        "--format", choices=("auto", "voc", "coco"), default="auto", help="layout (default: detect)"
+    )
+    c.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="expected classes (others are reported as unknown); default: those found",
+    )
+    c.add_argument(
+        "--image-dir", default=None, help="COCO: directory of the images (default: guessed)"
+    )
+    c.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="skip decoding every image (faster; corrupt images are then not found)",
+    )
+    c.add_argument(
+        "--messages",
+        type=int,
+        default=20,
+        metavar="N",
+        help="print at most N per-file messages (default 20; -1: all)",
+    )
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=_run_check)
 
@@ -89,9 +143,16 @@ def _run_synth(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     classes = tuple(_classes(args.classes) or SYNTH_CLASSES)
     cfg = SynthConfig(
-        num_train=args.train, num_test=args.test, seed=args.seed, min_size=args.min_size,
-        max_size=args.max_size, classes=classes, max_objects=args.max_objects,
-        min_object=args.min_object, max_object=args.max_object, image_format=args.format,
+        num_train=args.train,
+        num_test=args.test,
+        seed=args.seed,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        classes=classes,
+        max_objects=args.max_objects,
+        min_object=args.min_object,
+        max_object=args.max_object,
+        image_format=args.format,
     ).validate()
     out = os.path.abspath(args.out)
     print(
@@ -99,8 +160,11 @@ def _run_synth(args: argparse.Namespace) -> int:
         f"({cfg.min_size}-{cfg.max_size} px, seed {cfg.seed}, {len(classes)} classes) -> {out}"
     )
     r = generate(out, cfg, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {r['train'] + r['test']} images in {r['seconds']:.1f} s "
-          f"({r['images_per_second']:.0f} images/s): {r['objects']} objects, {r['difficult']} difficult")
+    print(
+        f"wrote {r['train'] + r['test']} images in {r['seconds']:.1f} s "
+        f"({r['images_per_second']:.0f} images/s): {r['objects']} objects, "
+        f"{r['difficult']} difficult"
+    )
     print("  per class: " + ", ".join(f"{k} {v}" for k, v in r["per_class"].items()))
     print(f"  {out}/JPEGImages/        {r['train'] + r['test']} .{cfg.image_format} images")
     print(f"  {out}/Annotations/       {r['train'] + r['test']} .xml annotations (VOC)")
@@ -119,8 +183,13 @@ def _run_check(args: argparse.Namespace) -> int:
 
     logging.getLogger("fasterrcnn.data").setLevel(logging.ERROR)  # the report lists them
     ds = build_dataset(
-        args.path, args.split, format=args.format, train=False, classes=_classes(args.classes),
-        skip_empty=False, image_dir=args.image_dir,
+        args.path,
+        args.split,
+        format=args.format,
+        train=False,
+        classes=_classes(args.classes),
+        skip_empty=False,
+        image_dir=args.image_dir,
     )
     st = ds.stats()
     decode_errors: list[str] = []
@@ -133,21 +202,33 @@ def _run_check(args: argparse.Namespace) -> int:
             except DataError as exc:
                 decode_errors.append(str(exc))
     if args.json:
-        out = {"format": type(ds).__name__, "classes": ds.classes, "stats": st,
-               "report": ds.report.to_dict(), "decode_errors": decode_errors}
+        out = {
+            "format": type(ds).__name__,
+            "classes": ds.classes,
+            "stats": st,
+            "report": ds.report.to_dict(),
+            "decode_errors": decode_errors,
+        }
         print(json.dumps(out, indent=2))
         return 1 if decode_errors else 0
 
-    print(f"{type(ds).__name__} {args.path} split {args.split}: {st['images']} images, "
-          f"{st['objects']} objects ({st['difficult']} difficult), {len(ds.classes)} classes")
+    print(
+        f"{type(ds).__name__} {args.path} split {args.split}: {st['images']} images, "
+        f"{st['objects']} objects ({st['difficult']} difficult), {len(ds.classes)} classes"
+    )
     width = max([len(c) for c in ds.classes] + [5])
     print(f"  {'class':<{width}}  {'label':>5}  {'objects':>7}  {'difficult':>9}  {'images':>6}")
     for label, name in enumerate(ds.classes, start=1):
         pc = st["per_class"][name]
-        print(f"  {name:<{width}}  {label:>5}  {pc['objects']:>7}  {pc['difficult']:>9}  {pc['images']:>6}")
+        print(
+            f"  {name:<{width}}  {label:>5}  {pc['objects']:>7}  {pc['difficult']:>9}  "
+            f"{pc['images']:>6}"
+        )
     if st["images"]:
-        print(f"  objects per image: {st['objects'] / st['images']:.2f} on average; "
-              f"{st['images_without_objects']} images without objects")
+        print(
+            f"  objects per image: {st['objects'] / st['images']:.2f} on average; "
+            f"{st['images_without_objects']} images without objects"
+        )
     print("report:")
     print("\n".join("  " + line for line in ds.report.summary().splitlines()))
     msgs = ds.report.messages

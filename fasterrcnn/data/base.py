@@ -125,7 +125,11 @@ class DetectionDataset(torch.utils.data.Dataset):
     def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
         """The generator of image `index`'s random augmentation in `epoch`."""
         epoch = self.epoch if epoch is None else int(epoch)
-        entropy = [self.seed & 0xFFFFFFFFFFFFFFFF, epoch & 0xFFFFFFFFFFFFFFFF, int(index) % len(self)]
+        entropy = [
+            self.seed & 0xFFFFFFFFFFFFFFFF,
+            epoch & 0xFFFFFFFFFFFFFFFF,
+            int(index) % len(self),
+        ]
         return np.random.default_rng(np.random.SeedSequence(entropy))
 
     @staticmethod
@@ -164,7 +168,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         difficult: Counter = Counter()
         images: Counter = Counter()
         for rec in self.records:
-            for lab, dif in zip(rec.labels.tolist(), rec.difficult.tolist()):
+            for lab, dif in zip(rec.labels.tolist(), rec.difficult.tolist(), strict=True):
                 objects[lab] += 1
                 difficult[lab] += int(dif)
             for lab in set(rec.labels.tolist()):
@@ -206,7 +210,9 @@ def check_classes(classes: Sequence[str] | None) -> list[str] | None:
     if dupes:
         raise ConfigError(f"classes contains duplicates: {dupes}")
     if any(c.lower() in ("__background__", "background") for c in out):
-        raise ConfigError("classes must list object classes only (label 0, background, is implicit)")
+        raise ConfigError(
+            "classes must list object classes only (label 0, background, is implicit)"
+        )
     return out
 
 
@@ -220,8 +226,13 @@ def probe_image(path: str, report: DataReport) -> tuple[int, int]:
     return height, width
 
 
-def check_size(path: str, annotated: tuple[int, int] | None, real: tuple[int, int], source: str,
-               report: DataReport) -> None:
+def check_size(
+    path: str,
+    annotated: tuple[int, int] | None,
+    real: tuple[int, int],
+    source: str,
+    report: DataReport,
+) -> None:
     """Count an annotated (H, W) that disagrees with the image file's (the file's is used)."""
     if annotated is None or annotated == real:
         return
@@ -234,7 +245,11 @@ def check_size(path: str, annotated: tuple[int, int] | None, real: tuple[int, in
 
 
 def clean_boxes(
-    boxes: np.ndarray, descriptions: Sequence[str], height: int, width: int, file: str,
+    boxes: np.ndarray,
+    descriptions: Sequence[str],
+    height: int,
+    width: int,
+    file: str,
     report: DataReport,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clip boxes [N, 4] (x1 y1 x2 y2) to a (height, width) image and drop the degenerate.
@@ -274,8 +289,14 @@ def empty_record_check(rec: ImageRecord, report: DataReport) -> None:
 
 
 def make_record(
-    file: str, image_id: int, name: str, height: int, width: int,
-    boxes: list | np.ndarray, labels: list, difficult: list,
+    file: str,
+    image_id: int,
+    name: str,
+    height: int,
+    width: int,
+    boxes: list | np.ndarray,
+    labels: list,
+    difficult: list,
 ) -> ImageRecord:
     return ImageRecord(
         file=file,

@@ -119,8 +119,12 @@ class COCODataset(DetectionDataset):
             size = None
             if w is not None and h is not None:
                 size = (_int(h, jpath, f"{where}.height"), _int(w, jpath, f"{where}.width"))
-            images[iid] = {"file": os.path.join(image_dir, fname), "name": fname, "size": size,
-                           "objects": []}
+            images[iid] = {
+                "file": os.path.join(image_dir, fname),
+                "name": fname,
+                "size": size,
+                "objects": [],
+            }
             order.append(iid)
         missing = [images[i]["name"] for i in order if not os.path.isfile(images[i]["file"])]
         if missing:
@@ -140,14 +144,19 @@ class COCODataset(DetectionDataset):
             cid = _int(_field(a, "category_id", jpath, where), jpath, f"{where} category_id")
             bbox = _field(a, "bbox", jpath, where)
             if (
-                not isinstance(bbox, list) or len(bbox) != 4
+                not isinstance(bbox, list)
+                or len(bbox) != 4
                 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
             ):
-                raise DataError(f"{jpath}: {where} bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+                raise DataError(
+                    f"{jpath}: {where} bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+                )
             if iid not in images:
                 raise DataError(f"{jpath}: {where} refers to image id {iid}, not in 'images'")
             if cid not in cats:
-                raise DataError(f"{jpath}: {where} refers to category id {cid}, not in 'categories'")
+                raise DataError(
+                    f"{jpath}: {where} refers to category id {cid}, not in 'categories'"
+                )
             images[iid]["objects"].append((aid, cid, bbox, bool(a.get("iscrowd", 0))))
 
         records = []
@@ -163,11 +172,16 @@ class COCODataset(DetectionDataset):
             boxes, labels, desc = [], [], []
             for aid, cid, (x, y, w, h), crowd in im["objects"]:
                 if crowd:
-                    report.add(R.CROWD, path, f"annotation id {aid} ({cats[cid]}) is a crowd region; excluded")
+                    report.add(
+                        R.CROWD,
+                        path,
+                        f"annotation id {aid} ({cats[cid]}) is a crowd region; excluded",
+                    )
                     continue
                 if cid not in label_of_cat:
                     report.add(
-                        R.UNKNOWN_CLASS, path,
+                        R.UNKNOWN_CLASS,
+                        path,
                         f"annotation id {aid} has class '{cats[cid]}', not one of the "
                         f"{len(classes)} classes; skipped",
                     )
@@ -178,9 +192,15 @@ class COCODataset(DetectionDataset):
             clipped, keep = clean_boxes(
                 np.array(boxes, dtype=np.float64).reshape(-1, 4), desc, height, width, path, report
             )
-            labels_kept = [lab for lab, k in zip(labels, keep) if k]
+            labels_kept = [lab for lab, k in zip(labels, keep, strict=True) if k]
             rec = make_record(
-                path, iid, im["name"], height, width, clipped[keep], labels_kept,
+                path,
+                iid,
+                im["name"],
+                height,
+                width,
+                clipped[keep],
+                labels_kept,
                 [False] * len(labels_kept),
             )
             empty_record_check(rec, report)
@@ -201,7 +221,9 @@ def _load_json(path: str) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
+        raise DataError(
+            f"{path}: expected a JSON object with 'images', 'annotations', 'categories'"
+        )
     return data
 
 
@@ -215,8 +237,10 @@ def _field(obj, key: str, path: str, where: str):
 
 def _int(value, path: str, where: str) -> int:
     if (
-        isinstance(value, bool) or not isinstance(value, (int, float))
-        or not math.isfinite(value) or value != int(value)
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
     ):
         raise DataError(f"{path}: {where} must be an integer, got {value!r}")
     return int(value)

@@ -33,7 +33,14 @@ from fasterrcnn.data.transforms import build_transforms
 from fasterrcnn.data.voc import VOCDataset, is_voc_root
 from fasterrcnn.errors import ConfigError, DataError
 
-__all__ = ["build_dataset", "detect_format", "build_loader", "collate", "EpochSampler", "DetectionLoader"]
+__all__ = [
+    "build_dataset",
+    "detect_format",
+    "build_loader",
+    "collate",
+    "EpochSampler",
+    "DetectionLoader",
+]
 
 FORMATS = ("auto", "voc", "coco")
 
@@ -70,15 +77,16 @@ def _voc_root(path: str) -> str | None:
         if not os.path.isdir(parent):
             continue
         subs = sorted(
-            os.path.join(parent, d) for d in os.listdir(parent)
+            os.path.join(parent, d)
+            for d in os.listdir(parent)
             if d.upper().startswith("VOC") and is_voc_root(os.path.join(parent, d))
         )
         if len(subs) == 1:
             return subs[0]
         if len(subs) > 1:
             raise DataError(
-                f"{path}: holds several VOC data sets ({', '.join(os.path.basename(s) for s in subs)}); "
-                f"give one of them"
+                f"{path}: holds several VOC data sets "
+                f"({', '.join(os.path.basename(s) for s in subs)}); give one of them"
             )
     return None
 
@@ -105,12 +113,14 @@ def _coco_image_dir(jpath: str, split: str | None, root: str | None = None) -> s
     jdir = os.path.dirname(os.path.abspath(jpath))
     root = root or (os.path.dirname(jdir) if os.path.basename(jdir) == "annotations" else jdir)
     stem = os.path.splitext(os.path.basename(jpath))[0]
-    stem = stem[len("instances_"):] if stem.startswith("instances_") else stem
+    stem = stem[len("instances_") :] if stem.startswith("instances_") else stem
     candidates = []
     if split:
         candidates += [os.path.join(root, split), os.path.join(root, "images", split)]
     candidates += [
-        os.path.join(root, stem), os.path.join(root, "images", stem), os.path.join(root, "images"),
+        os.path.join(root, stem),
+        os.path.join(root, "images", stem),
+        os.path.join(root, "images"),
         jdir,
     ]
     for c in candidates:
@@ -170,8 +180,12 @@ def build_dataset(
             where["root"], split, classes, transforms, seed=seed, skip_empty=skip_empty
         )
     return COCODataset(
-        image_dir if image_dir is not None else where["image_dir"], where["annotation_json"],
-        classes, transforms, seed=seed, skip_empty=skip_empty,
+        image_dir if image_dir is not None else where["image_dir"],
+        where["annotation_json"],
+        classes,
+        transforms,
+        seed=seed,
+        skip_empty=skip_empty,
     )
 
 
@@ -187,7 +201,9 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed mixing (seed, epoch), for the shuffling generator."""
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch) & 0xFFFFFFFFFFFFFFFF, 0x5A4D])
+    ss = np.random.SeedSequence(
+        [int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch) & 0xFFFFFFFFFFFFFFFF, 0x5A4D]
+    )
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
@@ -197,7 +213,9 @@ class EpochSampler(Sampler):
     With `with_epoch` (for `DetectionDataset`s) it yields `(epoch, index)` pairs, so the data
     set applies that epoch's augmentation even in persistent worker processes."""
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, with_epoch: bool = True):
+    def __init__(
+        self, n: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, with_epoch: bool = True
+    ):
         self.n, self.shuffle, self.seed, self.epoch = int(n), bool(shuffle), int(seed), int(epoch)
         self.with_epoch = with_epoch
 
@@ -252,7 +270,10 @@ def build_loader(
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
     sampler = EpochSampler(
-        len(dataset), shuffle=shuffle, seed=seed, epoch=epoch,
+        len(dataset),
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
         with_epoch=isinstance(dataset, DetectionDataset),
     )
     if hasattr(dataset, "set_epoch"):

@@ -108,7 +108,9 @@ class DataReport:
             "num_objects": self.num_objects,
             "num_difficult": self.num_difficult,
             "counts": dict(self.counts),
-            "messages": [{"kind": m.kind, "file": m.file, "message": m.message} for m in self.messages],
+            "messages": [
+                {"kind": m.kind, "file": m.file, "message": m.message} for m in self.messages
+            ],
         }
 
     def summary(self, max_files: int = 3) -> str:

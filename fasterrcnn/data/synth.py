@@ -48,7 +48,15 @@ from fasterrcnn.errors import ConfigError
 
 __all__ = ["SYNTH_CLASSES", "SynthConfig", "render_image", "generate", "SynthObject"]
 
-SYNTH_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "hexagon", "cross")
+SYNTH_CLASSES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "ring",
+    "hexagon",
+    "cross",
+)
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
 _SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
 FORMAT_VERSION = 1
@@ -81,19 +89,28 @@ class SynthConfig:
             raise ConfigError("numbers of images must be >= 0")
         if not 16 <= self.min_size <= self.max_size:
             raise ConfigError(
-                f"image size range must satisfy 16 <= min <= max, got {self.min_size}..{self.max_size}"
+                "image size range must satisfy 16 <= min <= max, "
+                f"got {self.min_size}..{self.max_size}"
             )
         if not self.classes:
             raise ConfigError("classes: give at least one shape class")
         unknown = [c for c in self.classes if c not in SYNTH_CLASSES]
         if unknown:
-            raise ConfigError(f"unknown shape class(es) {unknown}; choose from {', '.join(SYNTH_CLASSES)}")
+            raise ConfigError(
+                f"unknown shape class(es) {unknown}; choose from {', '.join(SYNTH_CLASSES)}"
+            )
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes contains duplicates: {list(self.classes)}")
         if not 1 <= self.min_objects <= self.max_objects <= 250:
-            raise ConfigError(f"objects per image must satisfy 1 <= min <= max, got {self.min_objects}..{self.max_objects}")
+            raise ConfigError(
+                "objects per image must satisfy 1 <= min <= max, "
+                f"got {self.min_objects}..{self.max_objects}"
+            )
         if not 4 <= self.min_object <= self.max_object:
-            raise ConfigError(f"object sizes must satisfy 4 <= min <= max, got {self.min_object}..{self.max_object}")
+            raise ConfigError(
+                "object sizes must satisfy 4 <= min <= max, "
+                f"got {self.min_object}..{self.max_object}"
+            )
         if self.max_aspect < 1:
             raise ConfigError(f"max_aspect must be >= 1, got {self.max_aspect}")
         if self.image_format not in ("jpg", "png"):
@@ -177,7 +194,9 @@ def _clutter(rng: np.random.Generator, image: Image.Image) -> None:
         start = rng.uniform(0, 1, 2) * (w, h)
         steps = rng.normal(0, 25, size=(n, 2))
         pts = start + np.cumsum(steps, axis=0)
-        draw.line([tuple(p) for p in pts], fill=colour(), width=int(rng.integers(1, 4)), joint="curve")
+        draw.line(
+            [tuple(p) for p in pts], fill=colour(), width=int(rng.integers(1, 4)), joint="curve"
+        )
     for _ in range(int(rng.integers(0, 6))):  # smooth irregular blobs
         r = rng.uniform(6, 50)
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -226,7 +245,9 @@ def _shape_mask(name: str, w: int, h: int, rng: np.random.Generator) -> np.ndarr
     elif name == "triangle":
         d.polygon(_fit(_regular(3, rng.uniform(0, 2 * math.pi)), w, h), fill=255)
     elif name == "star":
-        d.polygon(_fit(_regular(5, rng.uniform(0, 2 * math.pi), rng.uniform(0.38, 0.5)), w, h), fill=255)
+        d.polygon(
+            _fit(_regular(5, rng.uniform(0, 2 * math.pi), rng.uniform(0.38, 0.5)), w, h), fill=255
+        )
     elif name == "hexagon":
         d.polygon(_fit(_regular(6, rng.uniform(0, math.pi / 3)), w, h), fill=255)
     elif name == "cross":
@@ -269,7 +290,9 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]
 # ------------------------------------------------------------------------------- images
 
 
-def render_image(rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> tuple[np.ndarray, list[SynthObject]]:
+def render_image(
+    rng: np.random.Generator, cfg: SynthConfig = SynthConfig()
+) -> tuple[np.ndarray, list[SynthObject]]:
     """One synthetic image: uint8 [H, W, 3] RGB and its objects (boxes of visible pixels)."""
     H = int(rng.integers(cfg.min_size, cfg.max_size + 1))
     W = int(rng.integers(cfg.min_size, cfg.max_size + 1))
@@ -299,7 +322,9 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> 
             mask = _shape_mask(name, w, h, rng)
             area = int(mask.sum())
             truncate = rng.random() < cfg.truncate_prob
-            pos = _place(rng, label, mask, area, W, H, w, h, truncate, visible, full_area, cfg.min_visible)
+            pos = _place(
+                rng, label, mask, area, W, H, w, h, truncate, visible, full_area, cfg.min_visible
+            )
             if pos is not None:
                 break
             bw, bh = bw * 0.7, bh * 0.7
@@ -312,8 +337,8 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> 
         tex, tex_name = _texture(rng, h, w)
         # the part of the shape's box inside the image
         ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
-        m = mask[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
-        t = tex[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+        m = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+        t = tex[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
         img[iy0:iy1, ix0:ix1][m] = np.clip(t[m], 0, 255).astype(np.uint8)
         label[iy0:iy1, ix0:ix1][m] = k
         full_area.append(area)
@@ -327,11 +352,22 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> 
         rows, cols = np.flatnonzero(sub.any(1)), np.flatnonzero(sub.any(0))
         if rows.size == 0:  # cannot happen (min_visible > 0), kept for safety
             continue
-        box = (ix0 + int(cols[0]), iy0 + int(rows[0]), ix0 + int(cols[-1]) + 1, iy0 + int(rows[-1]) + 1)
+        box = (
+            ix0 + int(cols[0]),
+            iy0 + int(rows[0]),
+            ix0 + int(cols[-1]) + 1,
+            iy0 + int(rows[-1]) + 1,
+        )
         vis = visible[k - 1] / max(full_area[k - 1], 1)
         bw, bh = box[2] - box[0], box[3] - box[1]
-        difficult = vis < cfg.difficult_visible or math.sqrt(bw * bh) < cfg.difficult_size or min(bw, bh) < 10
-        objects.append(SynthObject(name, box, bool(difficult), float(vis), tex_name, (x0, y0, x1, y1)))
+        difficult = (
+            vis < cfg.difficult_visible
+            or math.sqrt(bw * bh) < cfg.difficult_size
+            or min(bw, bh) < 10
+        )
+        objects.append(
+            SynthObject(name, box, bool(difficult), float(vis), tex_name, (x0, y0, x1, y1))
+        )
     return img, objects
 
 
@@ -347,11 +383,13 @@ def _place(rng, label, mask, area, W, H, w, h, truncate, visible, full_area, min
         ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
         if ix1 <= ix0 or iy1 <= iy0:
             continue
-        m = mask[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+        m = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
         inside = int(m.sum())
         if inside < min_visible * area or inside == 0:
             continue
-        lost = np.bincount(label[iy0:iy1, ix0:ix1][m], minlength=len(visible) + 1)[1:len(visible) + 1]
+        lost = np.bincount(label[iy0:iy1, ix0:ix1][m], minlength=len(visible) + 1)[
+            1 : len(visible) + 1
+        ]
         ok = all(visible[j] - lost[j] >= min_visible * full_area[j] for j in range(len(visible)))
         if ok:
             return x0, y0, lost
@@ -372,7 +410,9 @@ def _xml(image_file: str, w: int, h: int, objects: list[SynthObject]) -> str:
     ]
     for o in objects:
         x1, y1, x2, y2 = o.box
-        truncated = int(o.full_box[0] < 0 or o.full_box[1] < 0 or o.full_box[2] > w or o.full_box[3] > h)
+        truncated = int(
+            o.full_box[0] < 0 or o.full_box[1] < 0 or o.full_box[2] > w or o.full_box[3] > h
+        )
         parts += [
             "\t<object>",
             f"\t\t<name>{escape(o.name)}</name>",
@@ -380,7 +420,8 @@ def _xml(image_file: str, w: int, h: int, objects: list[SynthObject]) -> str:
             f"\t\t<truncated>{truncated}</truncated>",
             f"\t\t<difficult>{int(o.difficult)}</difficult>",
             # VOC coordinates: 1-based inclusive pixel indices
-            f"\t\t<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>",
+            f"\t\t<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>",
             "\t</object>",
         ]
     parts.append("</annotation>\n")
@@ -398,7 +439,9 @@ def _encode(img: np.ndarray, cfg: SynthConfig) -> bytes:
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of image `index` of `split`: images are independent of each other."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, _SPLIT_CODE[split], index]))
+    return np.random.default_rng(
+        np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, _SPLIT_CODE[split], index])
+    )
 
 
 def _make_one(job: tuple[SynthConfig, str, int, str]) -> tuple[str, list[tuple[str, bool, tuple]]]:
@@ -410,7 +453,9 @@ def _make_one(job: tuple[SynthConfig, str, int, str]) -> tuple[str, list[tuple[s
     with open(os.path.join(out, "JPEGImages", fname), "wb") as f:
         f.write(_encode(img, cfg))
     h, w = img.shape[:2]
-    with open(os.path.join(out, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8", newline="\n") as f:
+    with open(
+        os.path.join(out, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8", newline="\n"
+    ) as f:
         f.write(_xml(fname, w, h, objects))
     return image_id, [(o.name, o.difficult, o.box) for o in objects]
 
@@ -463,13 +508,18 @@ def generate(
     splits: dict[str, list[str]] = {"train": [], "test": []}
     per_class: Counter = Counter()
     difficult = 0
-    for (image_id, objs), (_, split, _, _) in zip(results, jobs):
+    for (image_id, objs), (_, split, _, _) in zip(results, jobs, strict=True):
         splits[split].append(image_id)
         for name, dif, _box in objs:
             per_class[name] += 1
             difficult += int(dif)
     for split, ids in splits.items():
-        with open(os.path.join(out, "ImageSets", "Main", f"{split}.txt"), "w", encoding="utf-8", newline="\n") as f:
+        with open(
+            os.path.join(out, "ImageSets", "Main", f"{split}.txt"),
+            "w",
+            encoding="utf-8",
+            newline="\n",
+        ) as f:
             f.write("".join(i + "\n" for i in ids))
     meta = {"generator": "fasterrcnn.data.synth", "format_version": FORMAT_VERSION, **asdict(cfg)}
     meta["classes"] = list(cfg.classes)

@@ -248,7 +248,9 @@ class Resize:
     def __init__(self, min_size: int | Sequence[int] = 600, max_size: int = 1000):
         sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
         if not sizes or min(sizes) <= 0 or max_size <= 0:
-            raise ValueError(f"Resize: sizes must be positive, got min_size={min_size}, max_size={max_size}")
+            raise ValueError(
+                f"Resize: sizes must be positive, got min_size={min_size}, max_size={max_size}"
+            )
         self.min_sizes = sizes
         self.max_size = int(max_size)
 

@@ -35,11 +35,39 @@ __all__ = ["VOCDataset", "VOC_CLASSES", "IMAGE_EXTENSIONS", "is_voc_root", "voc_
 
 # The 20 PASCAL VOC object classes, in the order of the devkit (labels 1..20).
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".JPG", ".JPEG", ".PNG")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".JPG",
+    ".JPEG",
+    ".PNG",
+)
 _MAX_LISTED = 5
 
 
@@ -109,7 +137,7 @@ class VOCDataset(DetectionDataset):
         # Parse every annotation, then check that every image exists (all at once).
         parsed = [_parse_voc_xml(os.path.join(ann_dir, i + ".xml"), one_based) for i in ids]
         files, missing_images = [], []
-        for image_id, ann in zip(ids, parsed):
+        for image_id, ann in zip(ids, parsed, strict=True):
             path = _find_image(img_dir, image_id, ann["filename"])
             files.append(path)
             if path is None:
@@ -125,14 +153,15 @@ class VOCDataset(DetectionDataset):
         label_of = {c: i for i, c in enumerate(classes, start=1)}
 
         records = []
-        for index, (image_id, ann, path) in enumerate(zip(ids, parsed, files)):
+        for index, (image_id, ann, path) in enumerate(zip(ids, parsed, files, strict=True)):
             height, width = probe_image(path, report)
             check_size(ann["xml"], ann["size"], (height, width), "<size>", report)
             names, boxes, difficult, desc = [], [], [], []
             for k, (name, box, dif) in enumerate(ann["objects"]):
                 if name not in label_of:
                     report.add(
-                        R.UNKNOWN_CLASS, ann["xml"],
+                        R.UNKNOWN_CLASS,
+                        ann["xml"],
                         f"object #{k + 1} has class '{name}', not one of the {len(classes)} "
                         f"classes; skipped",
                     )
@@ -142,13 +171,22 @@ class VOCDataset(DetectionDataset):
                 difficult.append(dif)
                 desc.append(f"object #{k + 1} ({name})")
             clipped, keep = clean_boxes(
-                np.array(boxes, dtype=np.float64).reshape(-1, 4), desc, height, width, ann["xml"], report
+                np.array(boxes, dtype=np.float64).reshape(-1, 4),
+                desc,
+                height,
+                width,
+                ann["xml"],
+                report,
             )
             rec = make_record(
-                path, index, image_id, height, width,
+                path,
+                index,
+                image_id,
+                height,
+                width,
                 clipped[keep],
-                [label_of[n] for n, k in zip(names, keep) if k],
-                [d for d, k in zip(difficult, keep) if k],
+                [label_of[n] for n, k in zip(names, keep, strict=True) if k],
+                [d for d, k in zip(difficult, keep, strict=True) if k],
             )
             empty_record_check(rec, report)
             records.append(rec)
@@ -256,7 +294,9 @@ def _number(parent: ET.Element, tag: str, xml_path: str, where: str, required: b
     try:
         value = float(el.text.strip())
     except ValueError:
-        raise DataError(f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a number") from None
+        raise DataError(
+            f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a number"
+        ) from None
     if not math.isfinite(value):
         raise DataError(f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a finite number")
     return value
