@@ -149,7 +149,10 @@ def test_voc_given_classes_and_unknown_names(voc, caplog):
     assert ds.classes == ["dog", "horse"]
     assert ds.annotation(0)["labels"].tolist() == [1]
     assert ds.report["unknown_class"] == 2  # both cats
-    assert ds.report.files("unknown_class") == [str(voc / "Annotations/a.xml"), str(voc / "Annotations/b.xml")]
+    assert ds.report.files("unknown_class") == [
+        str(voc / "Annotations/a.xml"),
+        str(voc / "Annotations/b.xml"),
+    ]
     assert "a.xml" in caplog.text and "cat" in caplog.text
     assert ds.report["images_without_objects"] == 1
     assert "2 objects of unknown classes skipped" in ds.report.summary()
@@ -175,7 +178,10 @@ def test_voc_malformed_xml(voc):
     [
         ("<object><difficult>0</difficult><bndbox><xmin>1</xmin></bndbox></object>", "<name>"),
         ("<object><name>cat</name></object>", "<bndbox>"),
-        ("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax></bndbox></object>", "<ymax>"),
+        (
+            "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax></bndbox></object>",
+            "<ymax>",
+        ),
         (_obj("cat", "one", 1, 5, 5), "<xmin>"),
         (_obj("cat", 1, 1, "nan", 5), "<xmax>"),
     ],
@@ -257,7 +263,9 @@ def test_voc_images_without_objects_and_skip_empty(tmp_path):
 
 def test_voc_image_found_by_id_when_filename_differs(tmp_path):
     root = make_voc(tmp_path / "v", {"p": (20, 20, [_obj("cat", 1, 1, 5, 5)])}, ext="png")
-    (root / "Annotations/p.xml").write_text(_xml("elsewhere/IMG_1.JPG", 20, 20, [_obj("cat", 1, 1, 5, 5)]))
+    (root / "Annotations/p.xml").write_text(
+        _xml("elsewhere/IMG_1.JPG", 20, 20, [_obj("cat", 1, 1, 5, 5)])
+    )
     ds = VOCDataset(root, "train")
     assert ds.files[0].endswith("p.png")
 
@@ -297,8 +305,20 @@ def test_coco_malformed_json_and_missing_fields(tmp_path):
         ({k: v for k, v in base.items() if k != "annotations"}, "'annotations'"),
         ({**base, "annotations": [{"id": 3, "image_id": 1, "category_id": 1}]}, "'bbox'"),
         ({**base, "images": [{"id": 1, "width": 3}]}, "'file_name'"),
-        ({**base, "annotations": [{"id": 3, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]}]}, "image id 9"),
-        ({**base, "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1]}]}, "bbox"),
+        (
+            {
+                **base,
+                "annotations": [{"id": 3, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+            },
+            "image id 9",
+        ),
+        (
+            {
+                **base,
+                "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1]}],
+            },
+            "bbox",
+        ),
     ]:
         image_dir, jpath = make_coco(tmp_path, data=broken)
         with pytest.raises(DataError, match=rf"instances_train\.json: .*{field}"):
@@ -403,7 +423,9 @@ def test_colour_modes_become_rgb(tmp_path):
     cases = {
         "gray.png": Image.new("L", (w, h), 100),
         "bw.png": Image.new("1", (w, h), 1),
-        "pal.png": Image.new("RGB", (w, h), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE),
+        "pal.png": Image.new("RGB", (w, h), (10, 200, 30)).convert(
+            "P", palette=Image.Palette.ADAPTIVE
+        ),
         "rgba.png": Image.new("RGBA", (w, h), (255, 0, 0, 0)),  # fully transparent red
         "cmyk.jpg": Image.new("CMYK", (w, h), (0, 255, 255, 0)),
         "gray16.png": Image.fromarray(np.full((h, w), 65535, dtype=np.uint16)),
@@ -490,7 +512,9 @@ def test_loader_collate_and_reproducible_shuffle(voc12):
     ds = build_dataset(voc12, "train", train=True, min_size=16, max_size=100, seed=3)
 
     def epoch_batches(epoch, workers=0):
-        loader = build_loader(ds, batch_size=5, shuffle=True, seed=7, epoch=epoch, num_workers=workers)
+        loader = build_loader(
+            ds, batch_size=5, shuffle=True, seed=7, epoch=epoch, num_workers=workers
+        )
         return [(imgs, tgts) for imgs, tgts in loader]
 
     b0 = epoch_batches(0)

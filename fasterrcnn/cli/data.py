@@ -26,21 +26,28 @@ def register(sub: argparse._SubParsersAction) -> None:
             "OUT/JPEGImages, OUT/Annotations, OUT/ImageSets/Main/{train,test}.txt, OUT/synth.json. "
             "Deterministic: the same seed and options give byte-identical files."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     s.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    s.add_argument("--train", type=int, default=600, metavar="N", help="training images")
-    s.add_argument("--test", type=int, default=200, metavar="N", help="test images")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument(
+        "--train", type=int, default=600, metavar="N", help="training images (default %(default)s)"
+    )
+    s.add_argument(
+        "--test", type=int, default=200, metavar="N", help="test images (default %(default)s)"
+    )
+    s.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     s.add_argument(
         "--min-size",
         type=int,
         default=400,
         metavar="PX",
-        help="smallest image width/height (each side is uniform in [min, max])",
+        help="smallest image width/height; each side uniform in [min, max] (default %(default)s)",
     )
     s.add_argument(
-        "--max-size", type=int, default=560, metavar="PX", help="largest image width/height"
+        "--max-size",
+        type=int,
+        default=560,
+        metavar="PX",
+        help="largest image width/height (default %(default)s)",
     )
     s.add_argument(
         "--classes",
@@ -53,29 +60,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=8,
         metavar="N",
-        help="objects per image at most (at least 1)",
+        help="objects per image at most; at least 1 (default %(default)s)",
     )
     s.add_argument(
         "--min-object",
         type=float,
         default=20.0,
         metavar="PX",
-        help="smallest object size, sqrt(w*h)",
+        help="smallest object size sqrt(w*h) (default %(default)s)",
     )
     s.add_argument(
         "--max-object",
         type=float,
         default=400.0,
         metavar="PX",
-        help="largest object size, sqrt(w*h) (shrunk to fit the image)",
+        help="largest object size sqrt(w*h), shrunk to fit the image (default %(default)s)",
     )
-    s.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
+    s.add_argument(
+        "--format",
+        choices=("jpg", "png"),
+        default="jpg",
+        help="image file format (default %(default)s)",
+    )
     s.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
-        help="processes (the files do not depend on it)",
+        help="processes; the files do not depend on it (default %(default)s)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_run_synth)
