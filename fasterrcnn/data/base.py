@@ -102,8 +102,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         image = read_image(rec.file)
         if (image.height, image.width) != (rec.height, rec.width):
             raise DataError(
-                f"{rec.file}: image is {image.width}x{image.height} but was "
-                f"{rec.width}x{rec.height} when the data set was read (file changed?)"
+                f"{rec.file}: decoded image is {image.width}x{image.height}, expected "
+                f"{rec.width}x{rec.height} (the size read when the data set was built: from the "
+                f"file's header, or from the annotations if images were not verified)"
             )
         target = self._target(rec)
         if self.transforms is not None:

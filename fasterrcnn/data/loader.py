@@ -63,6 +63,16 @@ def detect_format(path: str | os.PathLike, split: str | None = None) -> tuple[st
     jpath = _coco_json(path, split)
     if jpath is not None:
         return "coco", {"annotation_json": jpath, "image_dir": _coco_image_dir(jpath, split, path)}
+    jsons = sorted(
+        os.path.relpath(p, path)
+        for p in glob.glob(os.path.join(path, "*.json"))
+        + glob.glob(os.path.join(path, "annotations", "*.json"))
+    )
+    if jsons:
+        raise DataError(
+            f"{path}: no COCO annotation file for split '{split or 'train'}' "
+            f"(found {', '.join(jsons[:5])}); pass --split or the JSON file itself"
+        )
     raise DataError(
         f"{path}: layout not recognised: expected PASCAL VOC (Annotations/, JPEGImages/, "
         f"ImageSets/Main/<split>.txt) or COCO (a JSON file, annotations/instances_<split>.json "

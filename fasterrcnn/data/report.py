@@ -40,8 +40,8 @@ KINDS: dict[str, str] = {
     CONVERTED: "images converted to RGB (grayscale, palette, RGBA, CMYK, 16-bit...)",
     EXIF_ROTATED: "images rotated by their EXIF orientation",
 }
-# Informational kinds: normal in real data, logged at INFO rather than WARNING.
-_INFO_KINDS = {CONVERTED, EXIF_ROTATED, EMPTY, CROWD}
+# Informational kinds: normal in real data (or by design), logged at INFO, not WARNING.
+_INFO_KINDS = {CONVERTED, EXIF_ROTATED, EMPTY, EMPTY_SKIPPED, CROWD}
 
 # Warnings logged per kind before the rest are only counted (all stay in `messages`).
 MAX_LOGGED_PER_KIND = 20
