@@ -58,6 +58,7 @@ SYNTH_CLASSES: tuple[str, ...] = (
     "cross",
 )
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
+_BICUBIC = getattr(Image, "Resampling", Image).BICUBIC  # Pillow < 9.1 has no enums
 _SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
 FORMAT_VERSION = 1
 
@@ -169,7 +170,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     amp = rng.uniform(10, 45)
     grid += rng.uniform(-amp, amp, size=(gh, gw, 3)).astype(np.float32)
     grid = np.clip(np.rint(grid), 0, 255).astype(np.uint8)
-    img = np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC))
+    img = np.asarray(Image.fromarray(grid).resize((w, h), _BICUBIC))
     sigma = int(rng.integers(0, 17))  # uniform noise in [-sigma, sigma]
     if sigma > 1:
         noise = rng.integers(-sigma, sigma + 1, size=(h, w, 1), dtype=np.int16)

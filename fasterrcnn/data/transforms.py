@@ -42,15 +42,19 @@ __all__ = [
     "resize_boxes",
 ]
 
+# Pillow >= 9.1 names its enums; older versions keep the constants on Image.
+_Transpose = getattr(Image, "Transpose", Image)
+_Resampling = getattr(Image, "Resampling", Image)
+
 ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+    2: _Transpose.FLIP_LEFT_RIGHT,
+    3: _Transpose.ROTATE_180,
+    4: _Transpose.FLIP_TOP_BOTTOM,
+    5: _Transpose.TRANSPOSE,
+    6: _Transpose.ROTATE_270,
+    7: _Transpose.TRANSVERSE,
+    8: _Transpose.ROTATE_90,
 }
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 _EXIF_INFO_KEYS = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
@@ -268,7 +272,7 @@ class Resize:
                 image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
             )[0]
         else:
-            image = image.resize((nw, nh), Image.Resampling.BILINEAR)
+            image = image.resize((nw, nh), _Resampling.BILINEAR)
         if target is not None and "boxes" in target:
             target = _with_boxes(target, resize_boxes(target["boxes"], (h, w), (nh, nw)))
         return image, target
@@ -306,7 +310,7 @@ def hflip(image, target):
     if isinstance(image, Tensor):
         image = image.flip(-1)
     else:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image = image.transpose(_Transpose.FLIP_LEFT_RIGHT)
     if target is not None and "boxes" in target:
         target = _with_boxes(target, hflip_boxes(target["boxes"], w))
     return image, target
