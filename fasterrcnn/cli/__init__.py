@@ -21,7 +21,7 @@ from fasterrcnn import __version__
 from fasterrcnn.errors import FasterRCNNError
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("bench",)
+SUBCOMMANDS: tuple[str, ...] = ("bench", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

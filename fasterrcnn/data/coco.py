@@ -1,0 +1,252 @@
+"""COCO instances JSON reader.
+
+The JSON holds "images" ({"id", "file_name", "width", "height"}), "categories" ({"id",
+"name"}) and "annotations" ({"image_id", "category_id", "bbox": [x, y, w, h], "iscrowd"}).
+Boxes [x, y, w, h] (continuous pixels) become (x, y, x + w, y + h). Crowd regions
+(`iscrowd` = 1) are excluded from the targets and counted (COCO evaluation handles them from
+the JSON itself). Category ids, which need not be contiguous, map to labels 1..K in
+`category_ids` order; `category_ids[label - 1]` gives the id back when writing results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fasterrcnn.data import report as R
+from fasterrcnn.data.base import (
+    DetectionDataset,
+    check_classes,
+    check_size,
+    clean_boxes,
+    empty_record_check,
+    make_record,
+    probe_image,
+)
+from fasterrcnn.data.report import DataReport
+from fasterrcnn.errors import DataError
+
+__all__ = ["COCODataset"]
+_MAX_LISTED = 5
+
+
+class COCODataset(DetectionDataset):
+    """A COCO-format detection data set.
+
+    Args:
+        image_dir: directory the images' `file_name`s are relative to.
+        annotation_json: the instances JSON file.
+        classes: class names to use (label i is classes[i-1]); each must be the name of a
+            category of the JSON. None: all categories, in order of category id. Annotations
+            of other categories are skipped and counted.
+        transforms, seed, skip_empty: as for `VOCDataset`.
+        verify_images: read every image's header up front (size, colour mode, EXIF) and use
+            the real size where the JSON disagrees; False trusts the JSON's width/height
+            (faster on very large sets; the existence of every file is still checked).
+
+    Attributes: `category_ids[label - 1]` is the COCO category id of a label.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        annotation_json: str | os.PathLike,
+        classes: Sequence[str] | None = None,
+        transforms: Callable | None = None,
+        *,
+        seed: int = 0,
+        skip_empty: bool = False,
+        verify_images: bool = True,
+    ):
+        image_dir, jpath = os.fspath(image_dir), os.fspath(annotation_json)
+        classes = check_classes(classes)
+        self.image_dir, self.annotation_json = image_dir, jpath
+        if not os.path.isdir(image_dir):
+            raise DataError(f"{image_dir}: image directory not found")
+        data = _load_json(jpath)
+        report = DataReport(name=os.path.basename(jpath))
+
+        for key in ("images", "annotations", "categories"):
+            if key not in data:
+                raise DataError(f"{jpath}: missing required field '{key}'")
+            if not isinstance(data[key], list):
+                raise DataError(f"{jpath}: field '{key}' must be a list")
+
+        # Categories -> labels.
+        cats: dict[int, str] = {}
+        for k, c in enumerate(data["categories"]):
+            cid = _int(_field(c, "id", jpath, f"categories[{k}]"), jpath, f"categories[{k}].id")
+            name = str(_field(c, "name", jpath, f"categories[{k}]")).strip()
+            if cid in cats:
+                raise DataError(f"{jpath}: category id {cid} appears twice in 'categories'")
+            cats[cid] = name
+        if classes is None:
+            category_ids = sorted(cats)
+            classes = [cats[i] for i in category_ids]
+            if len(set(classes)) != len(classes):
+                dupes = sorted({n for n in classes if classes.count(n) > 1})
+                raise DataError(f"{jpath}: category names appear twice: {dupes}")
+        else:
+            by_name = {}
+            for cid in sorted(cats):
+                by_name.setdefault(cats[cid], cid)
+            absent = [c for c in classes if c not in by_name]
+            if absent:
+                raise DataError(
+                    f"{jpath}: class(es) {absent} are not among the categories of the file "
+                    f"({_listing(sorted(by_name))})"
+                )
+            category_ids = [by_name[c] for c in classes]
+        self.category_ids: list[int] = category_ids
+        label_of_cat = {cid: i for i, cid in enumerate(category_ids, start=1)}
+
+        # Images.
+        images: dict[int, dict] = {}
+        order: list[int] = []
+        for k, im in enumerate(data["images"]):
+            where = f"images[{k}]"
+            iid = _int(_field(im, "id", jpath, where), jpath, f"{where}.id")
+            fname = _field(im, "file_name", jpath, where)
+            if not isinstance(fname, str) or not fname:
+                raise DataError(f"{jpath}: {where}.file_name must be a non-empty string")
+            if iid in images:
+                raise DataError(f"{jpath}: image id {iid} appears twice in 'images'")
+            w, h = im.get("width"), im.get("height")
+            size = None
+            if w is not None and h is not None:
+                size = (_int(h, jpath, f"{where}.height"), _int(w, jpath, f"{where}.width"))
+            images[iid] = {
+                "file": os.path.join(image_dir, fname),
+                "name": fname,
+                "size": size,
+                "objects": [],
+            }
+            order.append(iid)
+        missing = [images[i]["name"] for i in order if not os.path.isfile(images[i]["file"])]
+        if missing:
+            raise DataError(
+                f"{len(missing)} image file(s) listed in {jpath} not found in {image_dir}: "
+                + _listing(missing)
+            )
+
+        # Annotations.
+        for k, a in enumerate(data["annotations"]):
+            where = f"annotations[{k}]"
+            if not isinstance(a, dict):
+                raise DataError(f"{jpath}: {where} is not an object")
+            aid = a.get("id", k)
+            where = f"annotation id {aid}"
+            iid = _int(_field(a, "image_id", jpath, where), jpath, f"{where} image_id")
+            cid = _int(_field(a, "category_id", jpath, where), jpath, f"{where} category_id")
+            bbox = _field(a, "bbox", jpath, where)
+            if (
+                not isinstance(bbox, list)
+                or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+            ):
+                raise DataError(
+                    f"{jpath}: {where} bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+                )
+            if iid not in images:
+                raise DataError(f"{jpath}: {where} refers to image id {iid}, not in 'images'")
+            if cid not in cats:
+                raise DataError(
+                    f"{jpath}: {where} refers to category id {cid}, not in 'categories'"
+                )
+            images[iid]["objects"].append((aid, cid, bbox, bool(a.get("iscrowd", 0))))
+
+        records = []
+        for iid in order:
+            im = images[iid]
+            path = im["file"]
+            if verify_images or im["size"] is None:
+                real = probe_image(path, report)
+                check_size(path, im["size"], real, f"{os.path.basename(jpath)}", report)
+                height, width = real
+            else:
+                height, width = im["size"]
+            boxes, labels, desc = [], [], []
+            for aid, cid, (x, y, w, h), crowd in im["objects"]:
+                if crowd:
+                    report.add(
+                        R.CROWD,
+                        path,
+                        f"annotation id {aid} ({cats[cid]}) is a crowd region; excluded",
+                    )
+                    continue
+                if cid not in label_of_cat:
+                    report.add(
+                        R.UNKNOWN_CLASS,
+                        path,
+                        f"annotation id {aid} has class '{cats[cid]}', not one of the "
+                        f"{len(classes)} classes; skipped",
+                    )
+                    continue
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of_cat[cid])
+                desc.append(f"annotation id {aid} ({cats[cid]})")
+            clipped, keep = clean_boxes(
+                np.array(boxes, dtype=np.float64).reshape(-1, 4), desc, height, width, path, report
+            )
+            labels_kept = [lab for lab, k in zip(labels, keep, strict=True) if k]
+            rec = make_record(
+                path,
+                iid,
+                im["name"],
+                height,
+                width,
+                clipped[keep],
+                labels_kept,
+                [False] * len(labels_kept),
+            )
+            empty_record_check(rec, report)
+            records.append(rec)
+        super().__init__(
+            records, classes, transforms=transforms, seed=seed, skip_empty=skip_empty, report=report
+        )
+
+
+def _load_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{path}: expected a JSON object with 'images', 'annotations', 'categories'"
+        )
+    return data
+
+
+def _field(obj, key: str, path: str, where: str):
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: {where} is not an object")
+    if key not in obj:
+        raise DataError(f"{path}: {where} is missing required field '{key}'")
+    return obj[key]
+
+
+def _int(value, path: str, where: str) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise DataError(f"{path}: {where} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _listing(names) -> str:
+    names = list(names)
+    shown = ", ".join(str(n) for n in names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
