@@ -21,7 +21,7 @@ from fasterrcnn import __version__
 from fasterrcnn.errors import FasterRCNNError
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("bench", "data")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "eval", "detect", "data", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

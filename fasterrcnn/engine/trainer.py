@@ -281,9 +281,10 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{sum(v) / len(v):.3f}" for k, v in window.items()}, refresh=False)
                 if it % cfg.log_every == 0 or it == total_iters:
+                    means = {k: sum(v) / len(v) for k, v in window.items()}
                     rec = {"kind": "train", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
                            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_factor", 1.0),
-                           **{k: sum(v) / len(v) for k, v in window.items()}, "sec_per_iter": dt, "images_per_s": len(images) / dt}
+                           "loss": sum(means.values()), **means, "sec_per_iter": dt, "images_per_s": len(images) / dt}
                     logger.log(rec, step=global_start + it)
             bar.close()
             epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}

@@ -1,0 +1,82 @@
+"""`fasterrcnn eval`: PASCAL VOC / COCO metrics of a checkpoint, or of any detector's output."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint or a detections file (VOC07/VOC10 mAP, COCO AP, proposal recall)",
+        description=(
+            "Evaluate on a data split: PASCAL VOC mAP@0.5 with the VOC2007 11-point AP (the paper's) "
+            "and the VOC2010+ area AP, per class, 'difficult' objects ignored; COCO AP@[.5:.95], AP50, "
+            "AP75 via pycocotools; and, for a checkpoint, the RPN's proposal recall at IoU 0.5/0.7 for "
+            "50..2000 proposals. Give --checkpoint to run a model, or --detections to score a COCO "
+            "results file ([{image_id, category_id, bbox: [x, y, w, h], score}]) from any detector. "
+            "Writes OUT/report.json and one PR curve PNG per class."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt / last.pt)")
+    src.add_argument("--detections", help="a detections JSON (COCO results format, or per-image boxes/labels/scores)")
+    p.add_argument("--data", required=True, help="VOC root or COCO annotation JSON")
+    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--format", default="auto", choices=("auto", "voc", "coco"), help="data layout (default: auto)")
+    p.add_argument("--image-dir", default=None, help="COCO: folder of the images")
+    p.add_argument("--out", default="runs/eval", help="output folder for report.json and PR curves (default runs/eval)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision (default fp32)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--no-recall", dest="recall", action="store_false", help="skip the proposal recall (checkpoint only)")
+    p.add_argument("--no-coco", dest="coco", action="store_false", help="skip the COCO metrics")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PR curve PNGs")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference setting override for the checkpoint, e.g. post_nms_top_n_test=1000 (repeatable)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fasterrcnn.cli.train import parse_overrides
+    from fasterrcnn.data import build_dataset
+    from fasterrcnn.engine.evaluate import evaluate_detections, evaluate_model
+    from fasterrcnn.engine.precision import resolve_device, resolve_precision
+    from fasterrcnn.errors import ConfigError
+    from fasterrcnn.evaluation import format_results_table, load_detections_file
+
+    if args.batch_size < 1 or args.workers < 0:
+        raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
+    extra = {"split": args.split, "data": args.data}
+    if args.checkpoint:
+        from fasterrcnn.modeling.checkpoint import load_checkpoint
+
+        device = resolve_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
+        classes = model.class_names
+        dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
+                                min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,
+                                **({"image_dir": args.image_dir} if args.image_dir else {}))
+        print(f"evaluating {args.checkpoint} on {args.data} [{args.split}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        results, _ = evaluate_model(
+            model, dataset, device=device, precision=precision, batch_size=args.batch_size, num_workers=args.workers,
+            recall=args.recall, out_dir=args.out, coco=args.coco, plots=args.plots, progress=args.progress,
+            extra={"checkpoint": args.checkpoint, **extra},
+        )
+    else:
+        dataset = build_dataset(args.data, args.split, format=args.format, train=False,
+                                **({"image_dir": args.image_dir} if args.image_dir else {}))
+        image_ids = [dataset.annotation(i)["image_id"] for i in range(len(dataset))]
+        dets = load_detections_file(args.detections, image_ids=image_ids, category_ids=getattr(dataset, "category_ids", None),
+                                    num_classes=len(dataset.classes))
+        print(f"evaluating {args.detections} on {args.data} [{args.split}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        results = evaluate_detections(dets, dataset, out_dir=args.out, coco=args.coco, plots=args.plots,
+                                      extra={"detections": args.detections, **extra})
+    print(format_results_table(results))
+    print(f"\nreport: {results['report_path']}")
+    if args.plots:
+        print(f"PR curves: {args.out}/pr_curves/")
+    return 0
