@@ -119,7 +119,7 @@ def detect_files(
     """Detect objects in `paths`; write annotated copies (detections with score >=
     `score_thresh`) and `detections.json` (COCO results, image_id = position in `images.json`)."""
     from fasterrcnn.data.transforms import read_image
-    from fasterrcnn.evaluation.report import atomic_write_text
+    from fasterrcnn.fileio import atomic_write_text
     from fasterrcnn.visualize import draw_detections
 
     out = Path(out_dir)

@@ -69,7 +69,7 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
             files["report"] = results["report_path"]
             files["pr_curves"] = str(out / "eval" / "pr_curves")
     from fasterrcnn.evaluation import to_jsonable
-    from fasterrcnn.evaluation.report import atomic_write_text
+    from fasterrcnn.fileio import atomic_write_text
 
     atomic_write_text(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
     files["summary"] = str(out / "summary.json")

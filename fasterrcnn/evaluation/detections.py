@@ -339,7 +339,7 @@ def load_detections_file(
 
 def write_detections_file(path, dets, category_ids: Sequence[int] | None = None) -> str:
     """Write per-image detections as a COCO results JSON file (atomically); returns the path."""
-    from fasterrcnn.evaluation.report import atomic_write_text
+    from fasterrcnn.fileio import atomic_write_text
 
     results = detections_to_coco_results(dets, category_ids)
     return atomic_write_text(path, json.dumps(results, separators=(",", ":")))

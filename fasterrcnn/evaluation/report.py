@@ -12,14 +12,14 @@ import datetime
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import PurePath
 
 import numpy as np
 
+from fasterrcnn.fileio import atomic_write_text
+
 __all__ = [
-    "atomic_write_text",
     "format_results_table",
     "read_report",
     "to_jsonable",
@@ -58,27 +58,6 @@ def _key(k) -> str:
     if isinstance(k, np.generic):
         k = k.item()
     return k if isinstance(k, str) else str(k)
-
-
-def atomic_write_text(path, text: str) -> str:
-    """Write `text` to `path` through a temporary file + rename; returns the path."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _strip_curves(obj):

@@ -13,7 +13,6 @@ target: a crash never leaves a truncated checkpoint behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from fasterrcnn import __version__
 from fasterrcnn.errors import CheckpointError, ConfigError
+from fasterrcnn.fileio import atomic_write
 from fasterrcnn.modeling.config import ModelConfig
 
 __all__ = [
@@ -37,20 +37,8 @@ VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to `path` through a temporary file + fsync + rename (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save to `path` through a temporary file + fsync + rename (atomic)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> Path:
