@@ -191,7 +191,8 @@ def _fold_pair(conv: nn.Conv2d, bn: nn.Module) -> None:
         b = shift if conv.bias is None else conv.bias.float() * scale + shift
         conv.weight.copy_(w.to(conv.weight.dtype))
         if conv.bias is None:
-            conv.bias = nn.Parameter(b.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+            grad = conv.weight.requires_grad
+            conv.bias = nn.Parameter(b.to(conv.weight.dtype), requires_grad=grad)
         else:
             conv.bias.copy_(b.to(conv.bias.dtype))
 
@@ -213,7 +214,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential):
             names = list(children)
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 if isinstance(children[a], nn.Conv2d) and isinstance(children[b], norm_types):
                     _fold_pair(children[a], children[b])
                     setattr(parent, b, nn.Identity())

@@ -21,6 +21,7 @@ all 13 conv layers.
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, check_frozen_stages, freeze
 
@@ -71,11 +72,12 @@ class VGG16Head(nn.Module):
                  dropout: float = 0.5):
         super().__init__()
         self.out_features = hidden
+        # skip_init: no default init of fc6's 103 M weights before ours (saves ~0.5 s).
         self.classifier = nn.Sequential(
-            nn.Linear(in_channels * pool_size * pool_size, hidden),
+            skip_init(nn.Linear, in_channels * pool_size * pool_size, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
+            skip_init(nn.Linear, hidden, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 from .base import BackboneInfo, check_frozen_stages, freeze
 
@@ -103,8 +104,8 @@ class ZFHead(nn.Module):
                  dropout: float = 0.5):
         super().__init__()
         self.out_features = hidden
-        self.fc6 = nn.Linear(in_channels * pool_size * pool_size, hidden)
-        self.fc7 = nn.Linear(hidden, hidden)
+        self.fc6 = skip_init(nn.Linear, in_channels * pool_size * pool_size, hidden)
+        self.fc7 = skip_init(nn.Linear, hidden, hidden)
         self.drop6 = nn.Dropout(dropout)
         self.drop7 = nn.Dropout(dropout)
         for m in (self.fc6, self.fc7):
