@@ -133,11 +133,9 @@ def test_feature_size_is_ceil_over_16_for_many_sizes(built):
                 assert y.shape[-2:] == (math.ceil(s / 16), math.ceil((s + 5) / 16)), (name, s)
 
 
-def test_pooling_mode_options():
-    vgg_floor = build_backbone("vgg16", ceil_mode=False)[0].eval()
+def test_zf_caffe_pooling_option():
     zf_caffe = build_backbone("zf", ceil_mode=True)[0].eval()
     with torch.no_grad():
-        assert vgg_floor(torch.zeros(1, 3, 97, 161)).shape[-2:] == (6, 10)  # floor(H/16)
         # Caffe ceil-mode pools map n -> floor(n/2) + 1: 96 -> 48 -> 25 -> 13 -> 7 (ours 6),
         # 160 -> 80 -> 41 -> 21 -> 11 (ours 10); 600 x 1000 gives 39 x 64 (ours 38 x 63)
         assert zf_caffe(torch.zeros(1, 3, 96, 160)).shape[-2:] == (7, 11)
@@ -331,9 +329,9 @@ def test_load_reports_missing_and_unexpected_and_rejects_bad_shapes(vgg_sd, vgg_
         load_pretrained("resnet50", trunk, head, sd)
 
 
-def test_load_own_format_zf_and_small():
+def test_load_own_format_zf_and_small(built):
     for name, extra in (("zf", {"fc8.weight": torch.zeros(1000, 4096)}), ("small", {})):
-        src_t, src_h, _ = build_backbone(name)
+        src_t, src_h, _ = built[name]
         sd = {**src_t.state_dict(), **src_h.state_dict(), **extra}
         trunk, head, _ = build_backbone(name)
         report = load_pretrained(name, trunk, head, sd)
@@ -352,14 +350,16 @@ def _frozen_names(*modules: nn.Module) -> set[str]:
             if not p.requires_grad}
 
 
-def test_vgg16_freezing(built):
+def test_vgg16_freezing_and_floor_pooling(built):
     trunk, head, _ = built["vgg16"]  # default 2: conv1_x, conv2_x
     assert _frozen_names(trunk, head) == {
         f"0.features.{i}.{w}" for i in (0, 2, 5, 7) for w in ("weight", "bias")
     }
-    trunk, head, _ = build_backbone("vgg16", frozen_stages=0)
+    trunk, head, _ = build_backbone("vgg16", frozen_stages=0, ceil_mode=False)
     assert _frozen_names(trunk, head) == set()
     del head
+    with torch.no_grad():  # ceil_mode=False: torchvision's floor(H/16)
+        assert trunk(torch.zeros(1, 3, 97, 161)).shape[-2:] == (6, 10)
     freeze(trunk.stage(i) for i in range(1, 6))  # stages 1..5 cover every conv
     assert _frozen_names(trunk) == {f"0.{n}" for n, _ in trunk.named_parameters()}
 
