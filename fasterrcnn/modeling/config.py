@@ -12,6 +12,7 @@ so a checkpoint can store the config and be loaded with `torch.load(weights_only
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -172,27 +173,39 @@ class ModelConfig:
 _SECTIONS = ("anchors", "rpn", "roi_heads", "transform")
 
 
-def _coerce(current: Any, value: Any, name: str) -> Any:
-    """Convert `value` to the type of the field's current value (lists -> tuples, ints ->
+def _coerce(value: Any, name: str, annotation: str) -> Any:
+    """Convert `value` to the field's declared type (sequences -> tuple or list, ints ->
     floats) and reject values of the wrong kind with a ConfigError naming the field."""
-    if isinstance(current, tuple) or (current is None and isinstance(value, list)):
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ConfigError(f"{name} cannot be null")
+    base = annotation.split(" | ")[0].strip()
+    if base.startswith(("tuple", "list")):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
-        return tuple(value)
-    if isinstance(current, bool):
+        return tuple(value) if base.startswith("tuple") else list(value)
+    if base == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         return value
-    if isinstance(current, float):
+    if base == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         return float(value)
-    if isinstance(current, int):
+    if base == "int":
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         return value
+    if base.startswith("Literal["):
+        choices = re.findall(r"['\"]([^'\"]*)['\"]", base)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if base == "str" and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
 
 
@@ -236,10 +249,10 @@ def _set(cfg: ModelConfig, key: str, value: Any, where: str) -> None:
     else:
         raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
     name = parts[-1]
-    names = {f.name for f in dataclasses.fields(obj)}
-    if name not in names:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if name not in fields:
         raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
-    setattr(obj, name, _coerce(getattr(obj, name), value, key))
+    setattr(obj, name, _coerce(value, key, str(fields[name].type)))
 
 
 def _all_names() -> list[str]:

@@ -151,7 +151,7 @@ class RoIHeads(nn.Module):
         num = max(labels.numel(), 1)
         det_cls = F.cross_entropy(cls_logits, labels, reduction="sum") / num
         fg = torch.where(labels > 0)[0]
-        pred = deltas.view(deltas.shape[0], -1, 4)[fg, labels[fg]]
+        pred = deltas.view(-1, self.num_classes + 1, 4)[fg, labels[fg]]
         det_reg = smooth_l1(pred, reg_targets[fg], self.cfg.smooth_l1_beta).sum() / num
         return {"det_cls": det_cls, "det_reg": det_reg}
 
