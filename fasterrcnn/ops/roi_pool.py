@@ -30,6 +30,7 @@ then earlier position), so the table is built and queried with plain ``maximum``
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -146,38 +147,42 @@ def _lookup_rows(
     return rows, lvl_h_max, lvl_w_max
 
 
-def _build_table(
-    level0: tuple[Tensor, ...], lvl_h: int, lvl_w: int, combine: Any
-) -> tuple[Tensor, ...]:
-    """Sparse tables for every (kh <= lvl_h, kw <= lvl_w): one tensor per part (value/key,
-    position), each [(lvl_h + 1) * (lvl_w + 1) * N * H * W + 1, C] with the sentinel row last
-    left for the caller to fill. `level0` holds the parts at level (0, 0), each [N, H, W, C]."""
-    n, height, width, c = level0[0].shape
+# Working memory per channel block: blocks keep the tables and lookup buffers cache-sized and
+# reused, instead of touching (and page-faulting) levels x the whole feature map at once.
+_BLOCK_BYTES = 4 << 20
+
+
+def _channel_block(c: int, bytes_per_channel: int) -> int:
+    """Channels per block so that a block's working set is about _BLOCK_BYTES (>= 16)."""
+    return int(max(16, min(c, _BLOCK_BYTES // max(bytes_per_channel, 1))))
+
+
+def _fill_levels(
+    tables: list[Tensor], n: int, height: int, width: int, lvl_h: int, lvl_w: int, combine: Any
+) -> None:
+    """Complete the sparse tables in place from level (0, 0). Each table is
+    [(lvl_h + 1) * (lvl_w + 1) * N * H * W + 1, cb]; level (k, l) holds, at (n, h, w), the
+    combination over cells [h, h + 2^k) x [w, w + 2^l) (only where that window fits)."""
     nhw = n * height * width
-    n_lvl = (lvl_h + 1) * (lvl_w + 1)
-    tables = tuple(torch.empty(n_lvl * nhw + 1, c, dtype=p.dtype, device=p.device) for p in level0)
+    cb = tables[0].shape[1]
 
     def view(t: Tensor, k: int, l: int) -> Tensor:
         i = k * (lvl_w + 1) + l
-        return t[i * nhw : (i + 1) * nhw].view(n, height, width, c)
+        return t[i * nhw : (i + 1) * nhw].view(n, height, width, cb)
 
-    for t, p in zip(tables, level0):
-        view(t, 0, 0).copy_(p)
     for k in range(lvl_h + 1):
+        rows = height - (1 << k) + 1  # rows at which a level-k window starts
         if k > 0:
             s = 1 << (k - 1)
-            rows = height - (1 << k) + 1  # rows that a level-k query can start at
             a = [view(t, k - 1, 0)[:, :rows] for t in tables]
-            bb = [view(t, k - 1, 0)[:, s : s + rows] for t in tables]
-            combine(a, bb, [view(t, k, 0)[:, :rows] for t in tables])
-        rows = height - (1 << k) + 1
+            b = [view(t, k - 1, 0)[:, s : s + rows] for t in tables]
+            combine(a, b, [view(t, k, 0)[:, :rows] for t in tables])
         for l in range(1, lvl_w + 1):
             s = 1 << (l - 1)
             cols = width - (1 << l) + 1
             a = [view(t, k, l - 1)[:, :rows, :cols] for t in tables]
-            bb = [view(t, k, l - 1)[:, :rows, s : s + cols] for t in tables]
-            combine(a, bb, [view(t, k, l)[:, :rows, :cols] for t in tables])
-    return tables
+            b = [view(t, k, l - 1)[:, :rows, s : s + cols] for t in tables]
+            combine(a, b, [view(t, k, l)[:, :rows, :cols] for t in tables])
 
 
 def _combine_max(a: list[Tensor], b: list[Tensor], out: list[Tensor]) -> None:
@@ -188,95 +193,141 @@ def _combine_pair(a: list[Tensor], b: list[Tensor], out: list[Tensor]) -> None:
     """(value, q) pairs: the larger value wins; on a tie the larger q (= earlier position)."""
     (av, aq), (bv, bq) = a, b
     take_b = (bv > av) | ((bv == av) & (bq > aq))
-    v = torch.where(take_b, bv, av)
-    q = torch.where(take_b, bq, aq)
-    out[0].copy_(v)
-    out[1].copy_(q)
+    torch.where(take_b, bq, aq, out=out[1])
+    torch.where(take_b, bv, av, out=out[0])
+
+
+def _flat_views(bufs: list[Tensor], rows: int, cb: int) -> list[Tensor]:
+    return [b[: rows * cb].view(rows, cb) for b in bufs]
 
 
 def _pool_forward(
     x: Tensor, rois: Tensor, out_h: int, out_w: int, spatial_scale: float, with_argmax: bool
 ) -> tuple[Tensor, Tensor | None]:
     """x: [N, C, H, W] in the compute dtype, rois [K, 5] in the same dtype. Returns the pooled
-    [K, C, out_h, out_w] and, if asked, q [K * out_h * out_w, C] (int64): for each output the
-    row ``N*H*W - p`` of its argmax p (flat position n*H*W + h*W + w), or 0 for no argmax."""
+    [K, C, out_h, out_w] and, if asked, q [K * out_h * out_w, C] (int32): for each output the
+    number ``N*H*W - p`` for its argmax p (flat position n*H*W + h*W + w), or 0 for none."""
     n, c, height, width = x.shape
     k = rois.shape[0]
-    out = torch.empty(k, c, out_h, out_w, dtype=x.dtype, device=x.device)
-    if k == 0 or c == 0:
-        return out, (torch.zeros(k * out_h * out_w, c, dtype=torch.int64, device=x.device) if with_argmax else None)
-    if height == 0 or width == 0:
-        out.zero_()
-        return out, (torch.zeros(k * out_h * out_w, c, dtype=torch.int64, device=x.device) if with_argmax else None)
-    rows, lvl_h, lvl_w = _lookup_rows(rois, out_h, out_w, spatial_scale, n, height, width)
+    m = k * out_h * out_w
     nhw = n * height * width
-    x_cl = x.permute(0, 2, 3, 1)  # [N, H, W, C] view
-    valid = x_cl > -_FLT_MAX  # the kernel's maxval starts at -FLT_MAX with a strict '>'
+    dev = x.device
+    if nhw >= 2**31 - 1:
+        raise ValueError(f"roi_pool: input maps of {nhw} positions are too large (limit 2^31 - 1)")
+    out = torch.empty(k, c, out_h, out_w, dtype=x.dtype, device=dev)
+    q_all = torch.empty(m, c, dtype=torch.int32, device=dev) if with_argmax else None
+    if m == 0 or c == 0:
+        return out, q_all
+    if height == 0 or width == 0:
+        return out.zero_(), (q_all.zero_() if q_all is not None else None)
+    rows, lvl_h, lvl_w = _lookup_rows(rois, out_h, out_w, spatial_scale, n, height, width)
+    n_rows = (lvl_h + 1) * (lvl_w + 1) * nhw + 1
     out_cl = out.permute(0, 2, 3, 1)  # [K, out_h, out_w, C] view of the output
 
     if not with_argmax:
-        v0 = torch.where(valid, x_cl, -_FLT_MAX)
-        (table,) = _build_table((v0,), lvl_h, lvl_w, _combine_max)
-        table[-1].zero_()  # empty bins: 0
-        acc = table.index_select(0, rows[0])
-        tmp = table.index_select(0, rows[1])
-        torch.maximum(acc, tmp, out=acc)
-        torch.index_select(table, 0, rows[2], out=tmp)
-        torch.maximum(acc, tmp, out=acc)
-        torch.index_select(table, 0, rows[3], out=tmp)
-        torch.maximum(acc.view(k, out_h, out_w, c), tmp.view(k, out_h, out_w, c), out=out_cl)
-        return out, None
+        mode = "value"
+        dtypes = [x.dtype]
+    elif x.dtype == torch.float32 and sys.byteorder == "little":
+        # (value, q) packed in one int64 key: high 32 bits = order-preserving int of the float,
+        # low 32 bits = q; so one integer maximum selects the value and, on a tie, the earlier
+        # position (larger q).
+        mode = "key"
+        dtypes = [torch.int64]
+    else:
+        mode = "pair"
+        dtypes = [x.dtype, torch.int64]
+    combine = _combine_pair if mode == "pair" else _combine_max
+    per_channel = sum(torch.empty(0, dtype=d).element_size() for d in dtypes) * (n_rows + 2 * m)
+    block = _channel_block(c, per_channel)
+    tab_bufs = [torch.empty(n_rows * block, dtype=d, device=dev) for d in dtypes]
+    acc_bufs = [torch.empty(m * block, dtype=d, device=dev) for d in dtypes]
+    tmp_bufs = [torch.empty(m * block, dtype=d, device=dev) for d in dtypes]
+    neg = torch.full((), -_FLT_MAX, dtype=x.dtype, device=dev)
+    zero = torch.zeros((), dtype=torch.int64, device=dev)
+    if with_argmax:
+        q0 = nhw - torch.arange(nhw, dtype=torch.int64, device=dev).view(n, height, width, 1)
 
-    # q = nhw - p for valid entries (ties: larger q = smaller p wins), 0 = no argmax.
-    q0 = nhw - torch.arange(nhw, dtype=torch.int64, device=x.device).view(n, height, width, 1)
-    q0 = torch.where(valid, q0, 0)
-    if x.dtype == torch.float32 and nhw < _LOW32:
-        # Pack (value, q) into one int64 key: high 32 bits = order-preserving int of the float,
-        # low 32 bits = q. -0.0 is folded into +0.0 (they compare equal in the kernel).
-        v0 = torch.where(valid, x_cl + 0.0, -_FLT_MAX)
-        bits = v0.contiguous().view(torch.int32)
-        ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
-        key0 = torch.bitwise_left_shift(ordered, 32) | q0
-        (table,) = _build_table((key0,), lvl_h, lvl_w, _combine_max)
-        table[-1].zero_()  # sentinel: value +0.0, q = 0
-        acc = table.index_select(0, rows[0])
-        tmp = table.index_select(0, rows[1])
-        for i in (2, 3, None):
-            torch.maximum(acc, tmp, out=acc)
-            if i is not None:
-                torch.index_select(table, 0, rows[i], out=tmp)
-        del table, tmp
-        q = acc & _LOW32
-        hi = torch.bitwise_right_shift(acc, 32).to(torch.int32)
-        hi = torch.where(hi < 0, hi ^ 0x7FFFFFFF, hi)
-        out_cl.copy_(hi.view(torch.float32).view(k, out_h, out_w, c))
-        return out, q
+    for c0 in range(0, c, block):
+        cb = min(block, c - c0)
+        tables = _flat_views(tab_bufs, n_rows, cb)
+        acc = _flat_views(acc_bufs, m, cb)
+        tmp = _flat_views(tmp_bufs, m, cb)
+        xs = x[:, c0 : c0 + cb].permute(0, 2, 3, 1)  # [N, H, W, cb]
+        valid = xs > -_FLT_MAX  # the kernel's maximum starts at -FLT_MAX with a strict '>'
+        lvl0 = [t[:nhw].view(n, height, width, cb) for t in tables]
+        if mode == "value":
+            torch.where(valid, xs, neg, out=lvl0[0])
+        elif mode == "key":
+            v = torch.where(valid, xs + 0.0, -_FLT_MAX)  # + 0.0 folds -0.0 into +0.0
+            bits = v.view(torch.int32)
+            ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+            torch.bitwise_or(
+                torch.bitwise_left_shift(ordered.to(torch.int64), 32),
+                torch.where(valid, q0, zero),
+                out=lvl0[0],
+            )
+        else:
+            torch.where(valid, xs, neg, out=lvl0[0])
+            torch.where(valid, q0, zero, out=lvl0[1])
+        _fill_levels(tables, n, height, width, lvl_h, lvl_w, combine)
+        for t in tables:
+            t[-1].zero_()  # sentinel read by empty bins: value 0, q 0 (no argmax)
 
-    # float64 (or a map too large for 32-bit positions): (value, q) pairs.
-    v0 = torch.where(valid, x_cl, -_FLT_MAX)
-    tv, tq = _build_table((v0, q0.expand_as(v0)), lvl_h, lvl_w, _combine_pair)
-    tv[-1].zero_()
-    tq[-1].zero_()
-    av, aq = tv.index_select(0, rows[0]), tq.index_select(0, rows[0])
-    for i in (1, 2, 3):
-        bv, bq = tv.index_select(0, rows[i]), tq.index_select(0, rows[i])
-        out_pair = [av, aq]
-        _combine_pair([av, aq], [bv, bq], out_pair)
-    out_cl.copy_(av.view(k, out_h, out_w, c))
-    return out, aq
+        for t, a in zip(tables, acc):
+            torch.index_select(t, 0, rows[0], out=a)
+        for i in (1, 2, 3):
+            for t, b in zip(tables, tmp):
+                torch.index_select(t, 0, rows[i], out=b)
+            if mode == "value" and i == 3:
+                torch.maximum(
+                    acc[0].view(k, out_h, out_w, cb),
+                    tmp[0].view(k, out_h, out_w, cb),
+                    out=out_cl[..., c0 : c0 + cb],
+                )
+            else:
+                combine(acc, tmp, acc)
+        if mode == "key":
+            halves = acc[0].view(torch.int32).view(m, cb, 2)  # little-endian: (low, high)
+            hi = halves[..., 1]
+            bits = tmp[0].view(-1)[: m * cb].view(torch.int32)[: m * cb].view(m, cb)
+            torch.bitwise_right_shift(hi, 31, out=bits)
+            bits &= 0x7FFFFFFF
+            bits ^= hi
+            out_cl[..., c0 : c0 + cb].copy_(bits.view(torch.float32).view(k, out_h, out_w, cb))
+            q_all[:, c0 : c0 + cb].copy_(halves[..., 0])
+        elif mode == "pair":
+            out_cl[..., c0 : c0 + cb].copy_(acc[0].view(k, out_h, out_w, cb))
+            q_all[:, c0 : c0 + cb].copy_(acc[1])
+    return out, q_all
 
 
 def _pool_backward(grad: Tensor, q: Tensor, shape: torch.Size) -> Tensor:
     """Scatter each output gradient to its argmax (q as from `_pool_forward`)."""
     n, c, height, width = shape
     nhw = n * height * width
-    buf = torch.zeros(nhw + 1, c, dtype=grad.dtype, device=grad.device)
-    if q.numel():
-        g = grad.permute(0, 2, 3, 1).reshape(-1, c)
-        buf.scatter_add_(0, q, g)
-    # row q <-> position p = nhw - q; row 0 collects what has no argmax.
-    g_cl = buf[1:].flip(0).view(n, height, width, c)
-    return g_cl.permute(0, 3, 1, 2).contiguous()
+    k, _, out_h, out_w = grad.shape
+    m = k * out_h * out_w
+    grad_in = torch.empty(n, c, height, width, dtype=grad.dtype, device=grad.device)
+    if c == 0 or nhw == 0:
+        return grad_in
+    if m == 0:
+        return grad_in.zero_()
+    block = _channel_block(c, (grad.element_size() + 8) * m + grad.element_size() * (nhw + 1))
+    acc_buf = torch.empty((nhw + 1) * block, dtype=grad.dtype, device=grad.device)
+    idx_buf = torch.empty(m * block, dtype=torch.int64, device=grad.device)
+    src_buf = torch.empty(m * block, dtype=grad.dtype, device=grad.device)
+    for c0 in range(0, c, block):
+        cb = min(block, c - c0)
+        acc = acc_buf[: (nhw + 1) * cb].view(nhw + 1, cb).zero_()
+        idx = idx_buf[: m * cb].view(m, cb)
+        src = src_buf[: m * cb].view(m, cb)
+        idx.copy_(q[:, c0 : c0 + cb])
+        src.view(k, out_h, out_w, cb).copy_(grad[:, c0 : c0 + cb].permute(0, 2, 3, 1))
+        acc.scatter_add_(0, idx, src)
+        # row q <-> position p = nhw - q; row 0 collects the outputs without an argmax.
+        g_cl = acc[1:].flip(0).view(n, height, width, cb)
+        grad_in[:, c0 : c0 + cb].copy_(g_cl.permute(0, 3, 1, 2))
+    return grad_in
 
 
 class _RoIPoolFunction(torch.autograd.Function):
