@@ -37,6 +37,10 @@ from fasterrcnn.ops.roi_pool import _check_scale, _compute_dtype, _no_autocast
 
 __all__ = ["roi_align", "RoIAlign"]
 
+# Channels per block of the forward gather-sum (64: measured best on the benchmark workload,
+# 2-core AMD EPYC; 1.5x faster than all 512 channels at once).
+_ALIGN_BLOCK = 64
+
 
 def _axis_weights(
     start: Tensor, bin_size: Tensor, grid: Tensor, n_out: int, size: int
@@ -127,19 +131,24 @@ def _sample_lists(
     ax_ = torch.arange(kx, device=dev)
     rows = (lo_y[:, :, None] + ay_).clamp(0, max(height - 1, 0))  # [K, out_h, ky]
     cols = (lo_x[:, :, None] + ax_).clamp(0, max(width - 1, 0))  # [K, out_w, kx]
-    wy = ay.gather(2, rows) * (ay_ < len_y[:, :, None])
-    wx = ax.gather(2, cols) * (ax_ < len_x[:, :, None])
-    w = wy[:, :, None, :, None] * wx[:, None, :, None, :]  # [K, out_h, out_w, ky, kx]
-    b = rois[:, 0].to(torch.int64) * (height * width)
+    wy = ay.gather(2, rows) * (ay_ < len_y[:, :, None])  # [K, out_h, ky]
+    wx = ax.gather(2, cols) * (ax_ < len_x[:, :, None])  # [K, out_w, kx]
+    # entries (roi, ph, pw, a, b) with a non-zero weight wy[roi, ph, a] * wx[roi, pw, b]
+    keep = (wy != 0)[:, :, None, :, None] & (wx != 0)[:, None, :, None, :]
+    r_, ph_, pw_, a_, b_ = keep.nonzero().unbind(1)  # row-major: grouped by bin, in order
+    iy = (r_ * out_h + ph_) * ky + a_
+    ix = (r_ * out_w + pw_) * kx + b_
+    bins = (r_ * out_h + ph_) * out_w + pw_
+    w = wy.view(-1).index_select(0, iy) * wx.view(-1).index_select(0, ix)
+    base = rois[:, 0].to(torch.int64) * (height * width)
     pos = (
-        b[:, None, None, None, None]
-        + (rows * width)[:, :, None, :, None]
-        + cols[:, None, :, None, :]
+        base.index_select(0, r_)
+        + rows.view(-1).index_select(0, iy) * width
+        + cols.view(-1).index_select(0, ix)
     )
-    keep = w != 0
-    counts = keep.sum((-1, -2)).reshape(-1)
+    counts = torch.bincount(bins, minlength=k * out_h * out_w)
     offsets = torch.cumsum(counts, 0) - counts
-    return pos[keep], w[keep], offsets
+    return pos, w, offsets
 
 
 class _RoIAlignFunction(torch.autograd.Function):
@@ -168,9 +177,19 @@ class _RoIAlignFunction(torch.autograd.Function):
                 rois.detach().to(cdt), n, height, width, out_h, out_w, spatial_scale,
                 sampling_ratio, aligned,
             )
-            x_cl = xc.permute(0, 2, 3, 1).reshape(n * height * width, c)
-            out_cl = F.embedding_bag(pos, x_cl, offsets, mode="sum", per_sample_weights=w)
-            out = out_cl.view(k, out_h, out_w, c).permute(0, 3, 1, 2).contiguous()
+            out = torch.empty(k, c, out_h, out_w, dtype=cdt, device=x.device)
+            out3 = out.view(k, c, out_h * out_w)
+            # Channel blocks keep each gather-sum and its transposition to the output layout in
+            # cache: the features of a block as contiguous channels-last rows (embedding_bag's
+            # fast kernel needs unit stride), one gather-sum for all bins, then the block's
+            # [bins, channels] result written transposed into [K, channels, bins].
+            for c0 in range(0, c, _ALIGN_BLOCK):
+                cb = min(_ALIGN_BLOCK, c - c0)
+                x_cl = xc[:, c0 : c0 + cb].permute(0, 2, 3, 1).reshape(n * height * width, cb)
+                res = F.embedding_bag(
+                    pos, x_cl.contiguous(), offsets, mode="sum", per_sample_weights=w
+                )
+                out3[:, c0 : c0 + cb].copy_(res.view(k, out_h * out_w, cb).transpose(1, 2))
         ctx.save_for_backward(pos, w, offsets)
         return out.to(x.dtype)
 
@@ -186,7 +205,7 @@ class _RoIAlignFunction(torch.autograd.Function):
         nhw = n * height * width
         cdt = _compute_dtype(ctx.in_dtype)
         with _no_autocast(grad_out.device):
-            g_cl = grad_out.to(cdt).permute(0, 2, 3, 1).reshape(m, c)
+            g_cl = grad_out.to(cdt).permute(0, 2, 3, 1).contiguous().view(m, c)
             # The transposed lists: for every feature position, the bins that read it.
             counts = torch.diff(offsets, append=offsets.new_tensor([pos.numel()]))
             bins = torch.repeat_interleave(torch.arange(m, device=pos.device), counts)
