@@ -293,6 +293,39 @@ def test_module() -> None:
     torch.testing.assert_close(m(x, rois), roi_align(x, rois, 7, 1 / 16, 2, True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_many_channels_in_blocks(dtype: torch.dtype) -> None:
+    """The forward gather-sum runs in blocks of 64 channels: 150 channels (blocks + a partial
+    block) equal the channel-by-channel results; input in channels_last memory format."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 150, 9, 12, generator=g, dtype=dtype).to(memory_format=torch.channels_last)
+    rois = random_rois(g, 25, 2, 9 * 4, 12 * 4).to(dtype)
+    xg = x.clone().requires_grad_(True)
+    out = roi_align(xg, rois, (3, 4), 0.25, -1, True)
+    xs = [x[:, i : i + 1].clone().requires_grad_(True) for i in range(150)]
+    outs = [roi_align(t, rois, (3, 4), 0.25, -1, True) for t in xs]
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, torch.cat(outs, 1), rtol=tol, atol=tol)
+    go = torch.randn(out.shape, generator=g, dtype=dtype)
+    out.backward(go)
+    torch.autograd.backward(outs, list(go.split(1, dim=1)))
+    torch.testing.assert_close(xg.grad, torch.cat([t.grad for t in xs], 1), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 7), (1, 2, 6, 1), (2, 1, 1, 1)])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_single_row_or_column_maps(shape: tuple[int, ...], aligned: bool) -> None:
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = random_rois(g, 10, shape[0], shape[2] * 2, shape[3] * 2)
+    out = roi_align(x, rois, (2, 3), 0.5, -1, aligned)
+    go = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    ref, ref_g = ref_roi_align(x.detach().numpy(), rois.numpy(), 2, 3, 0.5, -1, aligned, go.numpy())
+    np.testing.assert_allclose(out.detach().numpy(), ref, atol=1e-12)
+    out.backward(go)
+    np.testing.assert_allclose(x.grad.numpy(), ref_g, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- errors
 def test_errors() -> None:
     x = torch.randn(2, 3, 8, 8)

@@ -308,6 +308,48 @@ def test_benchmark_workload_matches_reference() -> None:
     np.testing.assert_allclose(xg.grad.double().numpy(), ref_g, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype, grad", [(torch.float32, True), (torch.float32, False), (torch.float64, True)])
+def test_many_channels_in_blocks(dtype: torch.dtype, grad: bool) -> None:
+    """Channels are processed in blocks (up to 64): 150 channels (blocks + a partial block) give
+    the same values and gradients as pooling every channel on its own (itself checked against
+    the reference above); input in channels_last memory format."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 150, 9, 12, generator=g, dtype=dtype).to(memory_format=torch.channels_last)
+    rois = random_rois(g, 25, 2, 9 * 4, 12 * 4).to(dtype)
+    xg = x.clone().requires_grad_(grad)
+    out = roi_pool(xg, rois, (3, 4), 0.25)
+    xs = [x[:, i : i + 1].clone().requires_grad_(grad) for i in range(150)]
+    outs = [roi_pool(t, rois, (3, 4), 0.25) for t in xs]
+    torch.testing.assert_close(out, torch.cat(outs, 1), rtol=0, atol=0)
+    if grad:
+        go = torch.randn(out.shape, generator=g, dtype=dtype)
+        out.backward(go)
+        torch.autograd.backward(outs, list(go.split(1, dim=1)))
+        torch.testing.assert_close(xg.grad, torch.cat([t.grad for t in xs], 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 7), (1, 2, 6, 1), (2, 1, 1, 1)])
+def test_single_row_or_column_maps(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    rois = random_rois(g, 10, shape[0], shape[2] * 2, shape[3] * 2)
+    out = roi_pool(x, rois, (2, 3), 0.5)
+    ref, arg = ref_roi_pool(x.detach().numpy(), rois.numpy(), 2, 3, 0.5)
+    np.testing.assert_array_equal(out.detach().numpy(), ref)
+    go = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    out.backward(go)
+    np.testing.assert_allclose(x.grad.numpy(), ref_grad(shape, rois.numpy(), arg, go.numpy()), atol=1e-12)
+
+
+def test_no_grad_mode_with_grad_input() -> None:
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0, 0.0, 0.0, 7.0, 7.0]])
+    with torch.no_grad():
+        out = roi_pool(x, rois, 2)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, roi_pool(x, rois, 2).detach(), rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------- errors
 def test_errors() -> None:
     x = torch.randn(2, 3, 8, 8)

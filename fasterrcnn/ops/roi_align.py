@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from fasterrcnn.ops._utils import check_roi_input, convert_boxes_to_roi_format, pair
 from fasterrcnn.ops.roi_pool import _check_scale, _compute_dtype, _no_autocast
@@ -194,6 +195,7 @@ class _RoIAlignFunction(torch.autograd.Function):
         return out.to(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         n, c, height, width = ctx.shape
         none = (None,) * 6

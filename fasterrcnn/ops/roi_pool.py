@@ -21,11 +21,13 @@ Algorithm (no loop over RoIs or bins): the maximum over a rectangle is answered 
 sparse table on channels-last features, ``T[k][l][h, w] = max over [h, h + 2^k) x
 [w, w + 2^l)`` for the levels the bins need; a bin of ``a x b`` cells is the maximum of the four
 (overlapping) ``2^floor(log2 a) x 2^floor(log2 b)`` blocks anchored at its corners, each a row of
-C contiguous values gathered with one ``index_select`` for all bins at once. When a gradient is
+contiguous channel values gathered with one ``index_select`` for all bins at once. Channels are
+processed in blocks so that the tables and lookup buffers stay cache-sized. When a gradient is
 needed the argmax travels through the same table: for float32 (and float16/bfloat16, computed
 in float32) value and position are packed into one int64 key whose integer order is (value,
 then earlier position), so the table is built and queried with plain ``maximum``; float64 keeps
-(value, position) pairs. The backward pass is one ``scatter_add_`` into a channels-last buffer.
+(value, position) pairs. The argmax is stored like torchvision's (int32, output layout) and the
+backward pass is one ``index_add_`` of the output gradient at the argmax positions.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from fasterrcnn.ops._utils import check_roi_input, convert_boxes_to_roi_format, pair
 
 __all__ = ["roi_pool", "RoIPool"]
 
 _FLT_MAX = float(torch.finfo(torch.float32).max)
-_LOW32 = 0xFFFFFFFF
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -332,13 +334,18 @@ def _pool_backward(grad: Tensor, arg: Tensor, shape: torch.Size) -> Tensor:
 class _RoIPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, rois: Tensor, out_h: int, out_w: int, spatial_scale: float
+        ctx: Any,
+        x: Tensor,
+        rois: Tensor,
+        out_h: int,
+        out_w: int,
+        spatial_scale: float,
+        need: bool,
     ) -> Tensor:
         cdt = _compute_dtype(x.dtype)
         with _no_autocast(x.device):
             xc = x.to(cdt)
             rc = rois.detach().to(cdt)
-            need = x.requires_grad
             out, q = _pool_forward(xc, rc, out_h, out_w, spatial_scale, need)
         if need:
             ctx.save_for_backward(q)
@@ -347,11 +354,12 @@ class _RoIPoolFunction(torch.autograd.Function):
         return out.to(x.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (q,) = ctx.saved_tensors
         with _no_autocast(grad_out.device):
             g = _pool_backward(grad_out.to(_compute_dtype(ctx.in_dtype)), q, ctx.shape)
-        return g.to(ctx.in_dtype), None, None, None, None
+        return g.to(ctx.in_dtype), None, None, None, None, None
 
 
 def roi_pool(
@@ -383,7 +391,8 @@ def roi_pool(
     check_roi_input(input, rois, "roi_pool")
     out_h, out_w = pair(output_size, "output_size")
     scale = _check_scale(spatial_scale)
-    return _RoIPoolFunction.apply(input, rois, out_h, out_w, scale)
+    need_grad = input.requires_grad and torch.is_grad_enabled()  # else no argmax is kept
+    return _RoIPoolFunction.apply(input, rois, out_h, out_w, scale, need_grad)
 
 
 class RoIPool(nn.Module):
