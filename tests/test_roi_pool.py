@@ -198,7 +198,11 @@ def test_non_finite_features(dtype: torch.dtype) -> None:
     x[0, 0, :3, :3] = float("-inf")
     x[0, 1, 1, 1] = float("nan")
     x[0, 1, 4, :] = float("-inf")
-    rois = torch.tensor([[0, 0, 0, 5, 5], [0, 0, 0, 2, 2], [0, 1, 1, 1, 1], [0, 0, 4, 5, 4]], dtype=dtype)
+    x[0, :, 5, 4:] = -FLT_MAX  # never taken either (the kernel's '>' against -FLT_MAX)
+    rois = torch.tensor(
+        [[0, 0, 0, 5, 5], [0, 0, 0, 2, 2], [0, 1, 1, 1, 1], [0, 0, 4, 5, 4], [0, 4, 5, 5, 5]],
+        dtype=dtype,
+    )
     xg = x.clone().requires_grad_(True)
     out = roi_pool(xg, rois, (2, 2), 1.0)
     ref, arg = ref_roi_pool(x.double().numpy(), rois.double().numpy(), 2, 2, 1.0)
