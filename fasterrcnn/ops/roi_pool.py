@@ -157,10 +157,10 @@ _BLOCK_BYTES = 8 << 20
 
 def _channel_block(c: int, bytes_per_channel: int) -> int:
     """Channels per block so that a block's working set is about _BLOCK_BYTES: a multiple of 8
-    in [8, 64] (wider rows gain nothing and spill the caches; narrower ones cost per-op
-    overhead), or all channels if fewer."""
+    in [16, 64] (wider blocks spill the caches; narrower ones cost more in per-op overhead than
+    they gain), or all channels if fewer."""
     cb = _BLOCK_BYTES // max(bytes_per_channel, 1)
-    return int(min(c, max(8, min(64, cb // 8 * 8))))
+    return int(min(c, max(16, min(64, cb // 8 * 8))))
 
 
 def _fill_levels(
