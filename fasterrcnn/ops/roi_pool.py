@@ -212,27 +212,30 @@ def _pool_forward(
 ) -> tuple[Tensor, Tensor | None]:
     """x: [N, C, H, W] in the compute dtype, rois [K, 5] in the same dtype.
 
-    Returns the pooled [K, C, out_h, out_w] and, if asked, the argmax store in the same layout:
-    ``c * (N*H*W + 1) + q`` with ``q = N*H*W - p`` for the argmax at flat position
-    p = n*H*W + h*W + w, and q = 0 where there is none (int32, or int64 for huge maps); the
-    backward pass adds the output gradient at these indices of a [C, N*H*W + 1] buffer."""
+    Returns the pooled [K, C, out_h, out_w] and, if asked, the argmax store in the same layout
+    (int32, or int64 for huge inputs): ``c * (N*H*W + 2) + q`` where q = N*H*W - p for the
+    argmax at flat position p = n*H*W + h*W + w, q = 0 where no value beats -FLT_MAX and
+    q = N*H*W + 1 for an empty bin. The backward pass adds the output gradient at these indices
+    of a [C, N*H*W + 2] buffer (whose columns 0 and N*H*W + 1 are discarded)."""
     n, c, height, width = x.shape
     k = rois.shape[0]
     m = k * out_h * out_w
     nhw = n * height * width
+    stride = nhw + 2  # codes per channel
     dev = x.device
-    if nhw >= 2**31 - 1:
-        raise ValueError(f"roi_pool: input maps of {nhw} positions are too large (limit 2^31 - 1)")
+    if c * stride >= 2**62:
+        raise ValueError(f"roi_pool: input of {c} x {nhw} positions is too large")
     out = torch.empty(k, c, out_h, out_w, dtype=x.dtype, device=dev)
     arg = None
     if with_argmax:
-        idt = torch.int32 if c * (nhw + 1) < 2**31 else torch.int64
+        idt = torch.int32 if c * stride < 2**31 else torch.int64
         arg = torch.empty(k, c, out_h, out_w, dtype=idt, device=dev)
     if m == 0 or c == 0:
         return out, arg
     if height == 0 or width == 0:
         if arg is not None:
-            arg.copy_((torch.arange(c, device=dev) * (nhw + 1)).view(1, c, 1, 1).expand_as(arg))
+            codes = torch.arange(c, device=dev) * stride + nhw + 1
+            arg.copy_(codes.view(1, c, 1, 1).expand_as(arg))
         return out.zero_(), arg
     rows, lvl_h, lvl_w = _lookup_rows(rois, out_h, out_w, spatial_scale, n, height, width)
     n_rows = (lvl_h + 1) * (lvl_w + 1) * nhw + 1
@@ -241,9 +244,9 @@ def _pool_forward(
         mode = "value"
         dtypes = [x.dtype]
     elif x.dtype == torch.float32 and sys.byteorder == "little" and arg.dtype == torch.int32:
-        # (value, q) packed in one int64 key: high 32 bits = order-preserving int of the float,
-        # low 32 bits = q; so one integer maximum selects the value and, on a tie, the earlier
-        # position (larger q).
+        # (value, code) packed in one int64 key: high 32 bits = order-preserving int of the
+        # float, low 32 bits = the code; so one integer maximum selects the value and, on a tie,
+        # the earlier position (larger q).
         mode = "key"
         dtypes = [torch.int64]
     else:
@@ -257,10 +260,8 @@ def _pool_forward(
     tmp_bufs = [torch.empty(m * block, dtype=d, device=dev) for d in dtypes]
     neg = torch.full((), -_FLT_MAX, dtype=x.dtype, device=dev)
     if with_argmax:
-        # q of every position and channel, with the channel's offset c * (N*H*W + 1) built in
-        # (so that the argmax store needs no further arithmetic); 0 + offset = no argmax.
         q_pos = nhw - torch.arange(nhw, dtype=torch.int64, device=dev).view(n, height, width, 1)
-        chan = torch.arange(c, dtype=torch.int64, device=dev) * (nhw + 1)
+        chan = torch.arange(c, dtype=torch.int64, device=dev) * stride
         arg3 = arg.view(k, c, out_h * out_w)
     out3 = out.view(k, c, out_h * out_w)
 
@@ -274,7 +275,7 @@ def _pool_forward(
         lvl0 = [t[:nhw].view(n, height, width, cb) for t in tables]
         if with_argmax:
             off = chan[c0 : c0 + cb]
-            q0 = torch.where(valid, q_pos + off, off)
+            code0 = torch.where(valid, q_pos + off, off)
         if mode == "value":
             torch.where(valid, xs, neg, out=lvl0[0])
         elif mode == "key":
@@ -282,40 +283,43 @@ def _pool_forward(
             bits = v.view(torch.int32)
             ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
             torch.bitwise_or(
-                torch.bitwise_left_shift(ordered.to(torch.int64), 32), q0, out=lvl0[0]
+                torch.bitwise_left_shift(ordered.to(torch.int64), 32), code0, out=lvl0[0]
             )
         else:
             torch.where(valid, xs, neg, out=lvl0[0])
-            lvl0[1].copy_(q0)
+            lvl0[1].copy_(code0)
         _fill_levels(tables, n, height, width, lvl_h, lvl_w, combine)
-        # sentinel row, read by empty bins: value 0 and no argmax
+        # the sentinel row, read by empty bins: value 0 (value mode) or the empty-bin code
         tables[0][-1].zero_()
         if with_argmax:
-            tables[-1][-1].copy_(off)  # (key mode: high word 0 = +0.0, low word = offset)
+            tables[-1][-1].copy_(off + nhw + 1)  # key mode: high word 0, low word the code
 
         for t, a in zip(tables, acc):
             torch.index_select(t, 0, rows[0], out=a)
-        # results of the block in output layout: [K, cb, out_h * out_w] views
-        dst = out3[:, c0 : c0 + cb]
         for i in (1, 2, 3):
             for t, b in zip(tables, tmp):
                 torch.index_select(t, 0, rows[i], out=b)
             if mode == "value" and i == 3:
+                # the last maximum writes the block straight into the output layout
                 blk = (t.view(k, out_h * out_w, cb).transpose(1, 2) for t in (acc[0], tmp[0]))
-                torch.maximum(*blk, out=dst)
+                torch.maximum(*blk, out=out3[:, c0 : c0 + cb])
             else:
                 combine(acc, tmp, acc)
         if mode == "key":
-            halves = acc[0].view(torch.int32).view(k, out_h * out_w, cb, 2)  # (low, high)
-            # the high words (ordered ints of the values) go to the output as they are and are
-            # turned back into floats once for the whole output below
-            d = dst.view(torch.int32)
-            d.copy_(halves[..., 1].transpose(1, 2))
-            d ^= (d >> 31) & 0x7FFFFFFF  # the order-preserving map is its own inverse
-            arg3[:, c0 : c0 + cb].copy_(halves[..., 0].transpose(1, 2))
+            code = acc[0].view(torch.int32).view(m, cb, 2)[..., 0]  # little-endian low words
         elif mode == "pair":
-            dst.copy_(acc[0].view(k, out_h * out_w, cb).transpose(1, 2))
-            arg3[:, c0 : c0 + cb].copy_(acc[1].view(k, out_h * out_w, cb).transpose(1, 2))
+            code = acc[1]
+        if mode != "value":
+            arg3[:, c0 : c0 + cb].copy_(code.view(k, out_h * out_w, cb).transpose(1, 2))
+
+    if with_argmax:
+        # The pooled values are the input values at the argmax codes: a [C, N*H*W + 2] table
+        # holding -FLT_MAX at code 0, x[c, p] at code N*H*W - p, and 0 at N*H*W + 1.
+        vals = torch.empty(c, stride, dtype=x.dtype, device=dev)
+        vals[:, 0] = -_FLT_MAX
+        vals[:, -1] = 0
+        vals[:, 1:-1].view(c, n, height, width).copy_(x.flip(0, 2, 3).permute(1, 0, 2, 3))
+        torch.index_select(vals.view(-1), 0, arg.view(-1), out=out.view(-1))
     return out, arg
 
 
@@ -323,11 +327,11 @@ def _pool_backward(grad: Tensor, arg: Tensor, shape: torch.Size) -> Tensor:
     """Add each output gradient at its argmax (`arg` as from `_pool_forward`)."""
     n, c, height, width = shape
     nhw = n * height * width
-    buf = torch.zeros(c, nhw + 1, dtype=grad.dtype, device=grad.device)
+    buf = torch.zeros(c, nhw + 2, dtype=grad.dtype, device=grad.device)
     if grad.numel():
         buf.view(-1).index_add_(0, arg.view(-1), grad.contiguous().view(-1))
-    # column q <-> position p = nhw - q; column 0 collects the outputs without an argmax.
-    g = buf[:, 1:].flip(1).view(c, n, height, width)
+    # code q in 1..N*H*W <-> position p = N*H*W - q; codes 0 and N*H*W + 1 have no position.
+    g = buf[:, 1:-1].view(c, n, height, width).flip(1, 2, 3)
     return g.permute(1, 0, 2, 3).contiguous()
 
 
