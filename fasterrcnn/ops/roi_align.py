@@ -18,9 +18,17 @@ separable in y and x, and the average over the grid is linear, so each bin is
 ``sum_{h, w} Ay[r, ph, h] * Ax[r, pw, w] * X[b_r, :, h, w]`` with per-RoI interpolation-and-
 averaging matrices ``Ay: [K, h, H]``, ``Ax: [K, w, W]`` (built vectorised; adaptive grids are
 masked up to the largest grid). Only the band of rows/columns a bin touches is non-zero, so every
-bin becomes a short weighted list of feature-map positions, and the whole forward pass is one
-weighted gather-sum of channels-last feature rows (``embedding_bag(mode="sum")``); the backward
-pass is the transposed gather-sum (the same lists sorted by position) from the output gradient.
+bin becomes a short weighted list of feature-map positions (samples sharing a cell merged), and
+the forward pass is a weighted gather-sum of channels-last feature rows
+(``embedding_bag(mode="sum")``, in blocks of channels); the backward pass is the transposed
+gather-sum (the same lists sorted by position) from the output gradient.
+
+Measured on the benchmark workload (300 RoIs, 512 x 38 x 50, 7 x 7, sampling_ratio 2; one
+thread): the merged lists hold 97k entries (4.0 ms gather-sum) against 235k for four corners of
+every sample (11.7 ms); the dense separable products Ay @ X @ Ax^T as GEMMs take 368 ms.
+
+Deviation: entries with a zero weight are dropped, so a NaN/inf feature multiplied by a zero
+bilinear weight does not turn the output into NaN as it does in the kernel.
 """
 
 from __future__ import annotations

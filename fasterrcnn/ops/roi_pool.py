@@ -26,8 +26,9 @@ processed in blocks so that the tables and lookup buffers stay cache-sized. When
 needed the argmax travels through the same table: for float32 (and float16/bfloat16, computed
 in float32) value and position are packed into one int64 key whose integer order is (value,
 then earlier position), so the table is built and queried with plain ``maximum``; float64 keeps
-(value, position) pairs. The argmax is stored like torchvision's (int32, output layout) and the
-backward pass is one ``index_add_`` of the output gradient at the argmax positions.
+(value, position) pairs; the pooled values are then read at the argmax positions. The argmax
+is stored like torchvision's (int32, output layout) and the backward pass is one ``index_add_``
+of the output gradient at the argmax positions.
 """
 
 from __future__ import annotations
