@@ -19,9 +19,7 @@ from fasterrcnn.ops import RoIAlign, roi_align
 
 
 # --------------------------------------------------------------------------- reference
-def bilinear_terms(
-    y: float, x: float, height: int, width: int
-) -> list[tuple[int, int, float]]:
+def bilinear_terms(y: float, x: float, height: int, width: int) -> list[tuple[int, int, float]]:
     """(h, w, weight) of the four neighbours of a sampling point, as in the kernel."""
     if y < -1.0 or y > height or x < -1.0 or x > width:
         return []
@@ -108,7 +106,9 @@ def random_rois(g: torch.Generator, k: int, n: int, img_h: float, img_w: float) 
     bw = torch.where(kind == 2, -bw * 0.3, bw)  # x2 < x1
     bw = torch.where(kind == 3, torch.zeros_like(bw), bw)  # zero width
     boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
-    whole = torch.tensor([-0.5 * img_w, -0.5 * img_h, 1.5 * img_w, 1.5 * img_h], dtype=torch.float64)
+    whole = torch.tensor(
+        [-0.5 * img_w, -0.5 * img_h, 1.5 * img_w, 1.5 * img_h], dtype=torch.float64
+    )
     boxes = torch.where((kind == 4)[:, None], whole, boxes)  # covers (and exceeds) the map
     bidx = torch.randint(0, n, (k, 1), generator=g).double()
     return torch.cat([bidx, boxes], 1)
@@ -156,8 +156,15 @@ def test_matches_reference_float32(case: tuple, sampling_ratio: int, aligned: bo
     out = roi_align(xg, rois, (oh, ow), scale, sampling_ratio, aligned)
     go = torch.randn(out.shape, generator=g)
     ref, ref_g = ref_roi_align(
-        x.double().numpy(), rois.double().numpy(), oh, ow, scale, sampling_ratio, aligned,
-        go.double().numpy(), np.float32,
+        x.double().numpy(),
+        rois.double().numpy(),
+        oh,
+        ow,
+        scale,
+        sampling_ratio,
+        aligned,
+        go.double().numpy(),
+        np.float32,
     )
     np.testing.assert_allclose(out.detach().double().numpy(), ref, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
@@ -179,7 +186,14 @@ def test_benchmark_workload_matches_reference() -> None:
     out = roi_align(xg, rois, 7, 1 / 16, 2, True)
     go = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
     ref, ref_g = ref_roi_align(
-        x.double().numpy(), rois.double().numpy(), 7, 7, 1 / 16, 2, True, go.double().numpy(),
+        x.double().numpy(),
+        rois.double().numpy(),
+        7,
+        7,
+        1 / 16,
+        2,
+        True,
+        go.double().numpy(),
         np.float32,
     )
     np.testing.assert_allclose(out.detach().double().numpy(), ref, rtol=1e-5, atol=1e-5)
@@ -192,7 +206,9 @@ def test_list_of_boxes_equals_tensor_form() -> None:
     x = torch.randn(2, 3, 10, 10, generator=g, dtype=torch.float64)
     b0 = torch.tensor([[0.0, 0.0, 9.0, 9.0], [2.2, 3.1, 5.7, 8.4]], dtype=torch.float64)
     b1 = torch.tensor([[1.5, 1.0, 4.0, 4.5]], dtype=torch.float64)
-    rois = torch.cat([torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64), torch.cat([b0, b1])], 1)
+    rois = torch.cat(
+        [torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64), torch.cat([b0, b1])], 1
+    )
     out = roi_align(x, [b0, b1], (3, 2), 1.0, -1, True)
     torch.testing.assert_close(out, roi_align(x, rois, (3, 2), 1.0, -1, True), rtol=0, atol=0)
     ref, _ = ref_roi_align(x.numpy(), rois.numpy(), 3, 2, 1.0, -1, True)
@@ -203,27 +219,44 @@ def test_known_values() -> None:
     """Hand-checkable cases: a linear ramp is reproduced exactly by bilinear sampling."""
     ramp = torch.arange(10, dtype=torch.float64).view(1, 1, 1, 10).expand(1, 1, 6, 10).contiguous()
     # aligned box [2, 6] x [1, 4] -> sample centres at x = 1.5 + (j + 0.5) * 4 / 4 -> 2, 3, 4, 5
-    out = roi_align(ramp, torch.tensor([[0, 2.0, 1.0, 6.0, 4.0]], dtype=torch.float64), (1, 4), 1.0, 1, True)
-    torch.testing.assert_close(out.flatten(), torch.tensor([2.0, 3.0, 4.0, 5.0], dtype=torch.float64))
+    out = roi_align(
+        ramp, torch.tensor([[0, 2.0, 1.0, 6.0, 4.0]], dtype=torch.float64), (1, 4), 1.0, 1, True
+    )
+    torch.testing.assert_close(
+        out.flatten(), torch.tensor([2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    )
     # a zero-size aligned box samples nothing (adaptive grid 0): output 0
-    out = roi_align(ramp, torch.tensor([[0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64), 2, 1.0, -1, True)
+    out = roi_align(
+        ramp, torch.tensor([[0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64), 2, 1.0, -1, True
+    )
     assert torch.equal(out, torch.zeros_like(out))
     # not aligned, the same box is forced to 1 x 1: samples inside [3, 4]
-    out = roi_align(ramp, torch.tensor([[0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64), 1, 1.0, 2, False)
+    out = roi_align(
+        ramp, torch.tensor([[0, 3.0, 3.0, 3.0, 3.0]], dtype=torch.float64), 1, 1.0, 2, False
+    )
     torch.testing.assert_close(out.flatten(), torch.tensor([3.5], dtype=torch.float64))
     # wholly outside the map (beyond the -1 / W margin): 0
-    out = roi_align(ramp, torch.tensor([[0, 20.0, 20.0, 30.0, 30.0]], dtype=torch.float64), 2, 1.0, 2, False)
+    out = roi_align(
+        ramp, torch.tensor([[0, 20.0, 20.0, 30.0, 30.0]], dtype=torch.float64), 2, 1.0, 2, False
+    )
     assert torch.equal(out, torch.zeros_like(out))
 
 
 @pytest.mark.parametrize(
-    "aligned, sampling_ratio, scale", [(False, -1, 1.0), (True, 2, 1.0), (False, 3, 0.25), (True, -1, 0.5)]
+    "aligned, sampling_ratio, scale",
+    [(False, -1, 1.0), (True, 2, 1.0), (False, 3, 0.25), (True, -1, 0.5)],
 )
 def test_gradcheck(aligned: bool, sampling_ratio: int, scale: float) -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
     boxes = torch.tensor(
-        [[0, 0, 0, 5, 4], [1, 2.2, 1.6, 5.4, 6.9], [1, -3, -2, 4, 3], [0, 5, 3, 5.3, 3.2], [1, 5, 4, 3, 2]],
+        [
+            [0, 0, 0, 5, 4],
+            [1, 2.2, 1.6, 5.4, 6.9],
+            [1, -3, -2, 4, 3],
+            [0, 5, 3, 5.3, 3.2],
+            [1, 5, 4, 3, 2],
+        ],
         dtype=torch.float64,
     )
     rois = torch.cat([boxes[:, :1], boxes[:, 1:] / scale], 1)
@@ -256,7 +289,9 @@ def test_low_precision_dtypes(dtype: torch.dtype) -> None:
     eps = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
     ref = roi_align(x.float(), rois, 5, 1 / 8, 2, True)
     torch.testing.assert_close(out.float(), ref, rtol=eps, atol=1e-6)
-    torch.testing.assert_close(out.float(), roi_align(x32, rois, 5, 1 / 8, 2, True), rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(
+        out.float(), roi_align(x32, rois, 5, 1 / 8, 2, True), rtol=3e-2, atol=3e-2
+    )
     out.float().sum().backward()
     assert xg.grad.dtype == dtype
     xf = x.float().requires_grad_(True)

@@ -73,7 +73,9 @@ def ref_roi_pool(
     return out, arg
 
 
-def ref_grad(shape: tuple[int, ...], rois: np.ndarray, arg: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
+def ref_grad(
+    shape: tuple[int, ...], rois: np.ndarray, arg: np.ndarray, grad_out: np.ndarray
+) -> np.ndarray:
     n, c, height, width = shape
     g = np.zeros((n, c, height * width), dtype=np.float64)
     for r in range(arg.shape[0]):
@@ -182,7 +184,14 @@ def test_ties_first_in_row_major_order(dtype: torch.dtype, fill: str) -> None:
     rois = random_rois(g, 15, 2, 9, 11).to(dtype)
     xg = x.clone().requires_grad_(True)
     out = roi_pool(xg, rois, (4, 3), 1.0)
-    ref, arg = ref_roi_pool(x.double().numpy(), rois.double().numpy(), 4, 3, 1.0, np.float32 if dtype == torch.float32 else np.float64)
+    ref, arg = ref_roi_pool(
+        x.double().numpy(),
+        rois.double().numpy(),
+        4,
+        3,
+        1.0,
+        np.float32 if dtype == torch.float32 else np.float64,
+    )
     np.testing.assert_array_equal(out.detach().double().numpy(), ref)
     go = torch.rand(out.shape, generator=g, dtype=dtype) + 1.0
     out.backward(go)
@@ -312,7 +321,9 @@ def test_benchmark_workload_matches_reference() -> None:
     np.testing.assert_allclose(xg.grad.double().numpy(), ref_g, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype, grad", [(torch.float32, True), (torch.float32, False), (torch.float64, True)])
+@pytest.mark.parametrize(
+    "dtype, grad", [(torch.float32, True), (torch.float32, False), (torch.float64, True)]
+)
 def test_many_channels_in_blocks(dtype: torch.dtype, grad: bool) -> None:
     """Channels are processed in blocks (up to 64): 150 channels (blocks + a partial block) give
     the same values and gradients as pooling every channel on its own (itself checked against
@@ -342,7 +353,9 @@ def test_single_row_or_column_maps(shape: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(out.detach().numpy(), ref)
     go = torch.randn(out.shape, generator=g, dtype=torch.float64)
     out.backward(go)
-    np.testing.assert_allclose(x.grad.numpy(), ref_grad(shape, rois.numpy(), arg, go.numpy()), atol=1e-12)
+    np.testing.assert_allclose(
+        x.grad.numpy(), ref_grad(shape, rois.numpy(), arg, go.numpy()), atol=1e-12
+    )
 
 
 def test_no_grad_mode_with_grad_input() -> None:

@@ -183,8 +183,15 @@ class _RoIAlignFunction(torch.autograd.Function):
         with _no_autocast(x.device):
             xc = x.to(cdt)
             pos, w, offsets = _sample_lists(
-                rois.detach().to(cdt), n, height, width, out_h, out_w, spatial_scale,
-                sampling_ratio, aligned,
+                rois.detach().to(cdt),
+                n,
+                height,
+                width,
+                out_h,
+                out_w,
+                spatial_scale,
+                sampling_ratio,
+                aligned,
             )
             out = torch.empty(k, c, out_h, out_w, dtype=cdt, device=x.device)
             out3 = out.view(k, c, out_h * out_w)

@@ -295,10 +295,10 @@ def _pool_forward(
         if with_argmax:
             tables[-1][-1].copy_(off + nhw + 1)  # key mode: high word 0, low word the code
 
-        for t, a in zip(tables, acc):
+        for t, a in zip(tables, acc, strict=True):
             torch.index_select(t, 0, rows[0], out=a)
         for i in (1, 2, 3):
-            for t, b in zip(tables, tmp):
+            for t, b in zip(tables, tmp, strict=True):
                 torch.index_select(t, 0, rows[i], out=b)
             if mode == "value" and i == 3:
                 # the last maximum writes the block straight into the output layout
