@@ -33,9 +33,10 @@ of the output gradient at the argmax positions.
 
 from __future__ import annotations
 
+import numbers
 import sys
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -55,7 +56,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _no_autocast(device: torch.device) -> Any:
+def _no_autocast(device: torch.device) -> AbstractContextManager[Any]:
     """Internal arithmetic must not be recast by an enclosing torch.autocast region."""
     try:
         if torch.is_autocast_enabled(device.type):
@@ -66,7 +67,7 @@ def _no_autocast(device: torch.device) -> Any:
 
 
 def _check_scale(spatial_scale: float) -> float:
-    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)):
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, numbers.Real):
         raise TypeError(f"spatial_scale must be a float, got {type(spatial_scale).__name__}")
     s = float(spatial_scale)
     if not (s > 0 and s < float("inf")):
@@ -164,8 +165,11 @@ def _channel_block(c: int, bytes_per_channel: int) -> int:
     return int(min(c, max(16, min(64, cb // 8 * 8))))
 
 
+_Combine = Callable[[list[Tensor], list[Tensor], list[Tensor]], None]
+
+
 def _fill_levels(
-    tables: list[Tensor], n: int, height: int, width: int, lvl_h: int, lvl_w: int, combine: Any
+    tables: list[Tensor], n: int, height: int, width: int, lvl_h: int, lvl_w: int, combine: _Combine
 ) -> None:
     """Complete the sparse tables in place from level (0, 0). Each table is
     [(lvl_h + 1) * (lvl_w + 1) * N * H * W + 1, cb]; level (k, l) holds, at (n, h, w), the
