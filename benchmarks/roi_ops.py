@@ -5,7 +5,7 @@
 grad) and forward + backward; median (and min) wall-clock ms of --repeat runs after 2
 warm-ups, and the mean process CPU ms per run (all threads; steadier on a shared machine).
 
-    python benchmarks/roi_ops.py [--repeat 9] [--only pool|align]
+    python benchmarks/roi_ops.py [--repeat 9] [--only pool|align] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -66,6 +66,14 @@ def main() -> None:
     if args.only in (None, "align"):
         cases += [("roi_align_fwd", align_fwd), ("roi_align_fwd_bwd", align_fwd_bwd)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {dev}")
+    if dev.type == "cpu":
+        # Contention probe: 300 element-wise adds of 235k floats, one parallel region each. On a
+        # shared machine, intra-op threads that wait for a descheduled sibling make this (and
+        # every op sequence) several times slower than with one thread; compare before trusting
+        # multi-thread figures.
+        a, b, o = torch.randn(235_000), torch.randn(235_000), torch.empty(235_000)
+        probe = measure(lambda: [torch.add(a, b, out=o) for _ in range(300)], repeat=args.repeat)
+        print(f"contention probe (300 x add of 235k floats): {probe.ms:.1f} ms")
     print(f"{'case':<20} {'median ms':>10} {'min ms':>8} {'cpu ms':>8} {'tv ms':>7} {'ratio':>6}")
     for name, fn in cases:
         c0 = time.process_time()
