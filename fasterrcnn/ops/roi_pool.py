@@ -159,10 +159,11 @@ _BLOCK_BYTES = 8 << 20
 
 def _channel_block(c: int, bytes_per_channel: int) -> int:
     """Channels per block so that a block's working set is about _BLOCK_BYTES: a multiple of 8
-    in [16, 64] (wider blocks spill the caches; narrower ones cost more in per-op overhead than
-    they gain), or all channels if fewer."""
+    in [32, 64] (wider blocks spill the caches; narrower ones cost more in per-op overhead, and
+    in exposure to stalls of intra-op threads on a busy machine, than they gain), or all
+    channels if fewer."""
     cb = _BLOCK_BYTES // max(bytes_per_channel, 1)
-    return int(min(c, max(16, min(64, cb // 8 * 8))))
+    return int(min(c, max(32, min(64, cb // 8 * 8))))
 
 
 _Combine = Callable[[list[Tensor], list[Tensor], list[Tensor]], None]
