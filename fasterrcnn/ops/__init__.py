@@ -7,14 +7,20 @@ the paper's original code differs (the +1 pixel convention).
 
 from fasterrcnn.ops.box_coder import BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
 from fasterrcnn.ops.boxes import box_area, box_iou, clip_boxes_to_image, remove_small_boxes
+from fasterrcnn.ops.roi_align import RoIAlign, roi_align
+from fasterrcnn.ops.roi_pool import RoIPool, roi_pool
 
 __all__ = [
     "BBOX_XFORM_CLIP",
     "BoxCoder",
+    "RoIAlign",
+    "RoIPool",
     "box_area",
     "box_iou",
     "clip_boxes_to_image",
     "decode_boxes",
     "encode_boxes",
     "remove_small_boxes",
+    "roi_align",
+    "roi_pool",
 ]
