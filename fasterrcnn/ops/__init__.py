@@ -7,14 +7,17 @@ the paper's original code differs (the +1 pixel convention).
 
 from fasterrcnn.ops.box_coder import BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
 from fasterrcnn.ops.boxes import box_area, box_iou, clip_boxes_to_image, remove_small_boxes
+from fasterrcnn.ops.nms import batched_nms, nms
 
 __all__ = [
     "BBOX_XFORM_CLIP",
     "BoxCoder",
+    "batched_nms",
     "box_area",
     "box_iou",
     "clip_boxes_to_image",
     "decode_boxes",
     "encode_boxes",
+    "nms",
     "remove_small_boxes",
 ]

@@ -55,11 +55,11 @@ __all__ = ["batched_nms", "nms"]
 
 # Candidates processed together (see module docstring); tuned on the benchmark workload.
 _DENSE_BLOCK = 256
-_TILED_BLOCK = 1024
-_TILED_FIRST_BLOCK = 256  # with max_keep: first block of max(this, 2 * max_keep)
+_TILED_BLOCK = 512  # first block (with max_keep: at least 2 * max_keep), then doubling
+_TILED_MAX_BLOCK = 4096
 _ROW_TILE = 8  # candidates per tile of the pre-filter (tile sizes: powers of two)
 _COL_TILE = 32  # kept boxes per tile of the pre-filter
-_GEMM_CHUNK = 1 << 20  # GEMM outputs computed at once
+_GEMM_CHUNK = 1 << 18  # GEMM outputs computed at once
 # Below this IoU threshold the pre-filter passes most pairs: compute every IoU instead.
 _FILTER_MIN_THRESHOLD = 0.1
 # The filter is derived for the threshold minus this margin (covers rounding of the IoU).
@@ -238,14 +238,20 @@ def _nms(
     thr = _threshold_in(b.dtype, t)
     cls = None if idxs is None else idxs[order]
 
-    tiler = None
     if t >= _FILTER_MIN_THRESHOLD:
-        tiler = _Tiler.build(b, w, h, cls, t, plus_one)
-    if tiler is None:
-        kept = _greedy_dense(coords, cls, thr, plus_one, limit)
-    else:
-        kept = _greedy_tiled(coords, cls, tiler, thr, plus_one, limit)
-    return order[kept]
+        # With max_keep, greedy decisions on the first m boxes do not depend on the others:
+        # try a prefix first (4x larger each time it keeps too few).
+        m = n if limit >= n else min(n, 4 * limit)
+        while True:
+            sub = None if cls is None else cls[:m]
+            tiler = _Tiler.build(b[:m], w[:m], h[:m], sub, t, plus_one)
+            if tiler is None:
+                break  # outside the pre-filter's guards: evaluate every IoU
+            kept = _greedy_tiled(coords[:m], sub, tiler, thr, plus_one, limit)
+            if kept.numel() >= limit or m == n:
+                return order[kept]
+            m = min(n, 4 * m)
+    return order[_greedy_dense(coords, cls, thr, plus_one, limit)]
 
 
 def _resolve_block(suppressed: Tensor, src: Tensor, dst: Tensor) -> Tensor:
@@ -262,6 +268,16 @@ def _resolve_block(suppressed: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         if torch.equal(new, keep):
             return keep
         keep = new
+
+
+def _edges(
+    coords: Tensor, cls: Tensor | None, i: Tensor, j: Tensor, thr: float, plus_one: bool
+) -> Tensor:
+    """For candidate pairs (later i, earlier j): IoU > thr (and same category)."""
+    sup = _pair_suppresses(coords.index_select(0, j), coords.index_select(0, i), thr, plus_one)
+    if cls is not None:
+        sup &= cls.index_select(0, j) == cls.index_select(0, i)
+    return sup
 
 
 def _greedy_dense(
@@ -313,23 +329,26 @@ def _greedy_tiled(
     kept_nd = torch.empty(n, dtype=torch.int64, device=device)  # kept non-degenerate
     num = num_nd = 0
     s = 0
-    block = _TILED_BLOCK if limit >= n else min(_TILED_BLOCK, max(_TILED_FIRST_BLOCK, 2 * limit))
+    # Blocks grow geometrically: few blocks (few, large tensor ops) when most boxes are kept;
+    # small first blocks when they cluster (pairs within a block cost before suppression).
+    block = _TILED_BLOCK if limit >= n else max(_TILED_BLOCK, 2 * limit)
     while s < n and num < limit:
         e = min(s + block, n)
         nb = e - s
         rows = s + nondeg[s:e].nonzero().squeeze(1)
         suppressed = torch.zeros(nb, dtype=torch.bool, device=device)
+        # 1. suppression by the boxes kept before the block
+        if num_nd and rows.numel():
+            i, j = tiler.candidates(rows, kept_nd[:num_nd])
+            i = i[_edges(coords, cls, i, j, thr, plus_one)]
+            suppressed[i - s] = True
+            rows = rows[~suppressed[rows - s]]
+        # 2. edges among the block's survivors, resolved in order
         src = dst = rows[:0]
-        if rows.numel():
-            i, j = tiler.candidates(rows, torch.cat([kept_nd[:num_nd], rows]))
-            sup = _pair_suppresses(coords.index_select(0, j), coords.index_select(0, i), thr, plus_one)
-            if cls is not None:
-                sup &= cls[j] == cls[i]
-            i, j = i[sup], j[sup]
-            earlier = j < s
-            suppressed[i[earlier] - s] = True
-            inb = ~earlier
-            src, dst = j[inb] - s, i[inb] - s
+        if rows.numel() > 1:
+            i, j = tiler.candidates(rows, rows)
+            sup = _edges(coords, cls, i, j, thr, plus_one)
+            src, dst = j[sup] - s, i[sup] - s
         keep = _resolve_block(suppressed, src, dst)
         pos = s + keep.nonzero().squeeze(1)
         k = pos.numel()
@@ -339,7 +358,7 @@ def _greedy_tiled(
         kept_nd[num_nd : num_nd + pos_nd.numel()] = pos_nd
         num_nd += pos_nd.numel()
         s = e
-        block = _TILED_BLOCK
+        block = min(2 * block, _TILED_MAX_BLOCK)
     return kept[: min(num, limit)]
 
 
