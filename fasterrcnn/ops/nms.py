@@ -57,9 +57,6 @@ __all__ = ["batched_nms", "nms"]
 _DENSE_BLOCK = 256
 _TILED_BLOCK = 512  # first block (with max_keep: at least 2 * max_keep), then doubling
 _TILED_MAX_BLOCK = 4096
-_ROW_TILE = 8  # candidates per tile of the pre-filter (tile sizes: powers of two)
-_COL_TILE = 32  # kept boxes per tile of the pre-filter
-_GEMM_CHUNK = 1 << 18  # GEMM outputs computed at once
 # Below this IoU threshold the pre-filter passes most pairs: compute every IoU instead.
 _FILTER_MIN_THRESHOLD = 0.1
 # The filter is derived for the threshold minus this margin (covers rounding of the IoU).
@@ -244,10 +241,10 @@ def _nms(
         m = n if limit >= n else min(n, 4 * limit)
         while True:
             sub = None if cls is None else cls[:m]
-            tiler = _Tiler.build(b[:m], w[:m], h[:m], sub, t, plus_one)
-            if tiler is None:
+            grid = _Grid.build(b[:m], w[:m], h[:m], sub, t, plus_one)
+            if grid is None:
                 break  # outside the pre-filter's guards: evaluate every IoU
-            kept = _greedy_tiled(coords[:m], sub, tiler, thr, plus_one, limit)
+            kept = _greedy_grid(coords[:m], sub, grid, thr, plus_one, limit)
             if kept.numel() >= limit or m == n:
                 return order[kept]
             m = min(n, 4 * m)
@@ -316,15 +313,15 @@ def _greedy_dense(
     return kept[: min(num, limit)]
 
 
-def _greedy_tiled(
-    coords: Tensor, cls: Tensor | None, tiler: _Tiler, thr: float, plus_one: bool, limit: int
+def _greedy_grid(
+    coords: Tensor, cls: Tensor | None, grid: _Grid, thr: float, plus_one: bool, limit: int
 ) -> Tensor:
     """Like `_greedy_dense`, but the exact IoU is evaluated only on the pairs that pass the
-    tiler's conservative pre-filter; degenerate boxes (zero/negative width or height) have
+    grid's conservative pre-filter; degenerate boxes (zero/negative width or height) have
     IoU 0 or NaN with everything, so they are kept and never suppress (threshold > 0)."""
     n = coords.shape[0]
     device = coords.device
-    nondeg = tiler.nondeg
+    nondeg = grid.nondeg
     kept = torch.empty(n, dtype=torch.int64, device=device)
     kept_nd = torch.empty(n, dtype=torch.int64, device=device)  # kept non-degenerate
     num = num_nd = 0
@@ -339,14 +336,14 @@ def _greedy_tiled(
         suppressed = torch.zeros(nb, dtype=torch.bool, device=device)
         # 1. suppression by the boxes kept before the block
         if num_nd and rows.numel():
-            i, j = tiler.candidates(rows, kept_nd[:num_nd])
+            i, j = grid.candidates(rows, kept_nd[:num_nd])
             i = i[_edges(coords, cls, i, j, thr, plus_one)]
             suppressed[i - s] = True
             rows = rows[~suppressed[rows - s]]
         # 2. edges among the block's survivors, resolved in order
         src = dst = rows[:0]
         if rows.numel() > 1:
-            i, j = tiler.candidates(rows, rows)
+            i, j = grid.candidates(rows, rows)
             sup = _edges(coords, cls, i, j, thr, plus_one)
             src, dst = j[sup] - s, i[sup] - s
         keep = _resolve_block(suppressed, src, dst)
@@ -362,179 +359,144 @@ def _greedy_tiled(
     return kept[: min(num, limit)]
 
 
-def _fp32_matmul_is_ieee(device: torch.device) -> bool:
-    """True unless a global setting lets float32 matmuls run in reduced precision (TF32 on
-    CUDA, bfloat16 through oneDNN on CPU): the pre-filter's error bound assumes IEEE float32."""
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return False
-    mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)
-    if getattr(mkldnn_matmul, "fp32_precision", "ieee") not in ("ieee", "none"):
-        return False
-    return True
+class _Grid:
+    """Candidate pairs for the greedy NMS with threshold t >= `_FILTER_MIN_THRESHOLD`.
 
+    Geometry (exact arithmetic, boxes with positive sides): IoU <= inter / area_i <=
+    inter_w / w_i and likewise for j, so IoU > t' implies inter_w > t' max(w_i, w_j), hence
 
-def _spread_bits(x: Tensor) -> Tensor:
-    """Spread the low 10 bits of x to the even bit positions (for a 2-D Morton code)."""
-    x = (x | (x << 8)) & 0x00FF00FF
-    x = (x | (x << 4)) & 0x0F0F0F0F
-    x = (x | (x << 2)) & 0x33333333
-    return (x | (x << 1)) & 0x55555555
+    * ratio: min(w_i, w_j) > t' max(w_i, w_j), i.e. |log w_i - log w_j| < log(1 / t');
+    * near: |cx_i - cx_j| <= (|dx1| + |dx2|) / 2 = (w_i + w_j) / 2 - inter_w
+      < (1 - t') max(w_i, w_j);
 
+    and the same for heights and y. Boxes are hashed by (category, floor(log w / lambda),
+    floor(log h / lambda), y cell, x cell) with lambda slightly above log(1 / t'): a pair
+    that can overlap above t' lies in one of the 3 x 3 neighbouring size buckets, and within
+    reach (1 - t') max(w) of the centre, which is a range of cells of that bucket's grid
+    (cells are at least that reach wide, so the range spans <= 3 x 3 cells). With boxes
+    sorted by (bucket, y cell, x cell) and a table of where each cell starts, each (box,
+    neighbouring bucket, y cell) is one contiguous range, so the candidates are enumerated
+    without visiting the other pairs.
 
-class _Tiler:
-    """Conservative candidate pairs for the tiled greedy NMS (threshold >= 0.1).
-
-    Boxes are grouped into tiles of `_ROW_TILE` / `_COL_TILE` boxes that are close in (category, log width,
-    log height, centre); a pair of tiles is skipped when no pair of their boxes can have
-    IoU > t' (t' = min(t, 1) - `_FILTER_MARGIN`), by the necessary conditions (exact
-    geometry, for boxes with positive sides):
-
-        |cx_i - cx_j| < (1 - t') max(w_i, w_j),  min(w) > t' max(w)   (same for y, h),
-
-    (from inter_w >= IoU * max(w), see the module docstring). Surviving tile pairs go through
-    the matrix-product filter of the module docstring (one batched GEMM), and only the pairs
-    it passes get an exact IoU. Both tests carry slack far above their rounding error; the
-    GEMM runs in float32 only when float32 matmuls are IEEE (no TF32/bfloat16 modes) and the
-    coordinates are moderate, else in float64.
+    t' = min(t, 1) - `_FILTER_MARGIN` and every bound carries slack far above its rounding
+    error, so every pair whose IoU, as computed in the boxes' dtype, exceeds t is among the
+    candidates (under the guards of `build`, that IoU is within 1e-3 relative of the exact
+    one); the caller then evaluates the exact IoU of the candidates only.
     """
 
-    def __init__(
-        self,
-        nondeg: Tensor,
-        key: Tensor,
-        stats: Tensor,
-        rowf: Tensor,
-        colf: Tensor,
-        te: float,
-        gap_slack: float,
-    ) -> None:
-        self.nondeg = nondeg  # [N] bool: positive width and height (as computed)
-        self.key = key  # [N] int64 sort key for tiling
-        self.stats = stats  # [N, 5] float64: cx, cy, w, h, category rank
-        self.rowf = rowf  # [N + 1, D] GEMM features (row N: sentinel, never a candidate)
-        self.colf = colf
-        self.te = te
-        self.ratio = te * (1.0 - 1e-9)
-        self.gap_slack = gap_slack
-        self.n = nondeg.shape[0]
+    def __init__(self, **fields: object) -> None:
+        self.__dict__.update(fields)
 
     @staticmethod
     def build(
         b: Tensor, w: Tensor, h: Tensor, cls: Tensor | None, t: float, plus_one: bool
-    ) -> _Tiler | None:
-        """The tiler for boxes `b` (sorted, compute dtype) with computed sides w, h; None when
+    ) -> _Grid | None:
+        """The hash of boxes `b` (sorted, compute dtype) with computed sides w, h; None when
         the guards of the error analysis fail (the caller then evaluates every IoU)."""
         n = b.shape[0]
         device = b.device
-        nondeg = (w > 0) & (h > 0)
+        nondeg = (w > 0) & (h > 0)  # degenerate boxes have IoU 0 or NaN with everything
         z = b.double()
         if plus_one:
             z[:, 2:] += 1  # the +1 convention's geometry: a box covers [x1, x2 + 1)
         side = torch.where(nondeg, torch.minimum(w, h), torch.full_like(w, math.inf)).min()
-        big, side = torch.stack([z.abs().max(), side.double()]).tolist()
+        cx = (z[:, 0] + z[:, 2]) * 0.5
+        cy = (z[:, 1] + z[:, 3]) * 0.5
+        lims = torch.stack([z.abs().max(), side.double(), cx.min(), cx.max(), cy.min(), cy.max()])
+        big, side, x0, x1, y0, y1 = lims.tolist()
         min_side = max(_MIN_SIDE_LEGACY if plus_one else _MIN_SIDE, 1e-9 * big)
         if big > _MAX_ABS_COORD or side < min_side:
             return None
 
         te = min(t, 1.0) - _FILTER_MARGIN
-        c = 4.0 * (1.0 - te) ** 2 / te
-        zc = z - (z.amin(0) + z.amax(0)) / 2  # any per-coordinate shift keeps differences
-        wd = z[:, 2] - z[:, 0]
-        hd = z[:, 3] - z[:, 1]
-        zero = torch.zeros_like(wd)
-        cx = (z[:, 0] + z[:, 2]) / 2
-        cy = (z[:, 1] + z[:, 3]) / 2
-        if cls is not None:
-            _, rank = torch.unique(cls, return_inverse=True)
-            crank = rank.double()
-            # category coordinate: boxes of different categories are >= spacing apart, so
-            # they fail the GEMM filter (while the category count is moderate)
-            wmax = torch.where(nondeg, wd, zero).max()
-            hmax = torch.where(nondeg, hd, zero).max()
-            spacing = torch.sqrt(2.0 * c * (wmax * wmax + hmax * hmax) + 1.0)
-            zc = torch.cat([zc, ((crank - crank.max() / 2) * spacing)[:, None]], 1)
-        else:
-            crank = zero
-        fp32 = _fp32_matmul_is_ieee(device) and float(zc.abs().max()) <= 1e12
-        kappa = 3e-5 if fp32 else 1e-10
-        sq = (zc * zc).sum(1)
-        q = sq - kappa * (sq + 0.5 * c * (wd * wd + hd * hd))
-        one = torch.ones_like(q)
-        rowf = torch.cat([zc, q[:, None], one[:, None], wd[:, None], hd[:, None]], 1)
-        colf = torch.cat([-2.0 * zc, one[:, None], q[:, None], -c * wd[:, None], -c * hd[:, None]], 1)
-        d = zc.shape[1]
-        sentinel_r = torch.zeros(1, rowf.shape[1], dtype=rowf.dtype, device=device)
-        sentinel_r[0, d] = 1e30  # x (1 of every column) -> 1e30
-        sentinel_c = torch.zeros_like(sentinel_r)
-        sentinel_c[0, d + 1] = 1e30  # x (1 of every row) -> 1e30
-        fd = torch.float32 if fp32 else torch.float64
-        rowf = torch.cat([rowf, sentinel_r]).to(fd)
-        colf = torch.cat([colf, sentinel_c]).to(fd)
+        ext = (1.0 - te) * (1.0 + 1e-9)  # reach per unit of width, with relative slack
+        slack = 1e-9 * (big + 1.0)  # absolute slack: rounding of coordinates is ~1e-16 big
+        lam = math.log(1.0 / te) + 1e-9  # size bucket width (log scale)
+        one = torch.ones_like(cx)
+        wd = torch.where(nondeg, z[:, 2] - z[:, 0], one)
+        hd = torch.where(nondeg, z[:, 3] - z[:, 1], one)
 
-        # tiling key: category, log2 width / height bins, Morton code of the centre
-        lt = math.log(1.0 / te)
-        tiny = torch.finfo(torch.float64).tiny
-        bw = torch.floor(torch.log(wd.clamp(min=tiny)) / lt).clamp(-2047, 2047).long() + 2048
-        bh = torch.floor(torch.log(hd.clamp(min=tiny)) / lt).clamp(-2047, 2047).long() + 2048
+        def buckets(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            k = torch.floor(torch.log(v) / lam).long()
+            k = (k - k.min()).clamp_(max=8191)  # clamping merges buckets: still a superset
+            vmax = torch.zeros(int(k.max()) + 1, dtype=v.dtype, device=device)
+            vmax.scatter_reduce_(0, k, v, "amax")  # largest side per bucket
+            # the largest reach of a box of this or a neighbouring bucket
+            reach = torch.nn.functional.max_pool1d(vmax[None, None], 3, 1, 1)[0, 0]
+            return k, vmax, reach * (ext * (1.0 + 1e-6)) + slack
 
-        def quant(v: Tensor) -> Tensor:
-            lo, hi = v.min(), v.max()
-            return ((v - lo) * (1023.0 / (hi - lo + 1e-300))).clamp(0, 1023).long()
-
-        morton = _spread_bits(quant(cx)) | (_spread_bits(quant(cy)) << 1)
-        key = ((crank.long().clamp(max=(1 << 19) - 1) * 4096 + bw) * 4096 + bh) * (1 << 20) + morton
-        stats = torch.stack([cx, cy, wd, hd, crank], 1)
-        return _Tiler(nondeg, key, stats, rowf, colf, te, 1e-9 * (big + 1.0))
-
-    def _tiles(self, pos: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Tiles of `size` positions of `pos` sorted by key: (min stats [T, 5], max stats
-        [T, 5], feature indices [T, size] padded with the sentinel N)."""
-        pos = pos[torch.sort(self.key[pos]).indices]
-        m = pos.numel()
-        nt = -(-m // size)
-        pad = nt * size - m
-        st = self.stats[torch.cat([pos, pos[-1:].expand(pad)])].view(nt, size, -1)
-        feat = torch.cat([pos, pos.new_full((pad,), self.n)]).view(nt, size)
-        return st.amin(1), st.amax(1), feat
-
-    def _tile_pairs(self, amin: Tensor, amax: Tensor, bmin: Tensor, bmax: Tensor) -> Tensor:
-        """[A, B] bool: may some box of tile a and some box of tile b have IoU > t'?"""
-        a0, a1 = amin[:, None, :], amax[:, None, :]
-        b0, b1 = bmin[None, :, :], bmax[None, :, :]
-        # centres closer than (1 - t') * max(side), in x and in y
-        reach = torch.maximum(a1[..., 2:4], b1[..., 2:4]).mul_(1.0 - self.te).add_(self.gap_slack)
-        gap = torch.maximum(a0[..., 0:2] - b1[..., 0:2], b0[..., 0:2] - a1[..., 0:2])
-        near = gap < reach
-        # side ratios above t', for width and height
-        ratio = (a1[..., 2:4] > self.ratio * b0[..., 2:4]) & (b1[..., 2:4] > self.ratio * a0[..., 2:4])
-        ok = near[..., 0] & near[..., 1] & ratio[..., 0] & ratio[..., 1]
-        ok &= (a0[..., 4] <= b1[..., 4]) & (b0[..., 4] <= a1[..., 4])  # categories in common
-        return ok
+        bw, wmax, reach_w = buckets(wd)
+        bh, hmax, reach_h = buckets(hd)
+        nbw, nbh = wmax.numel(), hmax.numel()
+        crank = torch.zeros_like(bw) if cls is None else torch.unique(cls, return_inverse=True)[1]
+        combo = (crank * nbw + bw) * nbh + bh  # (category, width bucket, height bucket)
+        combos, cid = torch.unique(combo, return_inverse=True)
+        nc = combos.numel()
+        # each bucket's grid: g x g cells of at least the reach of its boxes (so a box's reach
+        # spans <= 3 x 3 cells), a power of two with nc * g^2 <= max(4 n, 1024) cells in all
+        g = 1
+        while g < 64 and nc * (2 * g) ** 2 <= max(4 * n, 1024):
+            g *= 2
+        inv_cx = 1.0 / torch.clamp(reach_w, min=(x1 - x0 + 2.0) / g)
+        inv_cy = 1.0 / torch.clamp(reach_h, min=(y1 - y0 + 2.0) / g)
+        x0, y0 = x0 - 1.0, y0 - 1.0
+        gx = torch.floor((cx - x0) * inv_cx[bw]).clamp_(0, g - 1).long()
+        gy = torch.floor((cy - y0) * inv_cy[bh]).clamp_(0, g - 1).long()
+        # the 3 x 3 neighbouring buckets of each bucket (-1: none), [nc, 9]
+        cw, ch = (combos // nbh) % nbw, combos % nbh
+        d = torch.tensor([-1, 0, 1], device=device)
+        nw, nh = cw[:, None] + d.repeat_interleave(3), ch[:, None] + d.repeat(3)
+        ok = (nw >= 0) & (nw < nbw) & (nh >= 0) & (nh < nbh)
+        ncombo = (combos[:, None] // (nbw * nbh) * nbw + nw) * nbh + nh
+        ncid = torch.searchsorted(combos, ncombo).clamp_(max=nc - 1)
+        ok &= combos[ncid] == ncombo
+        return _Grid(
+            nondeg=nondeg, cell=(cid * g + gy) * g + gx, num_cells=nc * g * g, g=g,
+            cid=cid, ncid=torch.where(ok, ncid, -1), nbw=nw.clamp(0, nbw - 1), nbh=nh.clamp(0, nbh - 1),
+            box=torch.stack([cx, cy, wd, hd], 1), wmax=wmax, hmax=hmax, inv_cx=inv_cx, inv_cy=inv_cy,
+            x0=x0, y0=y0, ext=ext, slack=slack,
+        )  # fmt: skip
 
     def candidates(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-        """Pairs (i, j), i in `rows`, j in `cols`, j < i (sorted positions), including every
-        pair with IoU > t (a superset: the caller evaluates the exact IoU)."""
-        rmin, rmax, rfeat = self._tiles(rows, _ROW_TILE)
-        cmin, cmax, cfeat = self._tiles(cols, _COL_TILE)
-        ta, tb = self._tile_pairs(rmin, rmax, cmin, cmax).nonzero().unbind(1)
-        rf = self.rowf[rfeat]  # [A, row tile, D]
-        cf = self.colf[cfeat].transpose(1, 2).contiguous()  # [B, D, col tile]
-        col_bits = _COL_TILE.bit_length() - 1  # tile sizes are powers of two
-        pair_bits = col_bits + _ROW_TILE.bit_length() - 1
-        out_i, out_j = [], []
-        chunk = max(1, _GEMM_CHUNK >> pair_bits)
-        for p0 in range(0, ta.numel(), chunk):
-            a, bb = ta[p0 : p0 + chunk], tb[p0 : p0 + chunk]
-            g = torch.bmm(rf.index_select(0, a), cf.index_select(0, bb))  # [p, row, col]
-            flat = (g < 0).view(-1).nonzero().squeeze(1)  # (p * row + u) * col + v
-            i = rfeat.index_select(0, a).view(-1).index_select(0, flat >> col_bits)
-            j = cfeat.index_select(0, bb).view(-1)
-            j = j.index_select(0, ((flat >> pair_bits) << col_bits) | (flat & (_COL_TILE - 1)))
-            sel = j < i
-            out_i.append(i[sel])
-            out_j.append(j[sel])
-        if not out_i:
-            return rows[:0], rows[:0]
-        return torch.cat(out_i), torch.cat(out_j)
+        """Pairs (i, j), i in `rows`, j in `cols` (non-degenerate boxes), j < i (sorted
+        positions): a superset of the pairs with IoU > t."""
+        device = rows.device
+        g = self.g
+        cells, perm = torch.sort(self.cell[cols])
+        cols = cols[perm]
+        ends = torch.cumsum(torch.bincount(cells, minlength=self.num_cells), 0)
+        starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+        # the row boxes' neighbouring buckets [R, 9] and the cells within reach in each
+        r = rows.numel()
+        c = self.cid.index_select(0, rows)
+        nid = self.ncid.index_select(0, c)
+        nbw = self.nbw.index_select(0, c).view(-1)
+        nbh = self.nbh.index_select(0, c).view(-1)
+        box = self.box.index_select(0, rows)[:, None, :]  # cx, cy, w, h
+        rx = torch.maximum(box[..., 2], self.wmax.index_select(0, nbw).view(r, 9))
+        ry = torch.maximum(box[..., 3], self.hmax.index_select(0, nbh).view(r, 9))
+        rx = rx * self.ext + self.slack
+        ry = ry * self.ext + self.slack
+        ix = self.inv_cx.index_select(0, nbw).view(r, 9)
+        iy = self.inv_cy.index_select(0, nbh).view(r, 9)
+        cx = box[..., 0] - self.x0
+        cy = box[..., 1] - self.y0
+        gx0 = torch.floor((cx - rx) * ix).clamp_(0, g - 1).long()
+        gx1 = torch.floor((cx + rx) * ix).clamp_(0, g - 1).long()
+        gy0 = torch.floor((cy - ry) * iy).clamp_(0, g - 1).long()
+        gy1 = torch.floor((cy + ry) * iy).clamp_(0, g - 1).long()
+        # per y cell, cells gx0..gx1 are consecutive in the sorted order: one range each
+        span = int((gy1 - gy0).max()) + 1  # <= 3 (cells are at least a reach wide)
+        gy = gy0[..., None] + torch.arange(span, device=device)  # [R, 9, span]
+        base = (nid[..., None] * g + gy.clamp(max=g - 1)) * g
+        lo = starts.index_select(0, (base + gx0[..., None]).clamp_(min=0).view(-1))
+        hi = ends.index_select(0, (base + gx1[..., None]).clamp_(min=0).view(-1))
+        valid = ((nid[..., None] >= 0) & (gy <= gy1[..., None])).view(-1)
+        count = torch.where(valid, hi - lo, 0)
+        total = int(count.sum())
+        query = torch.repeat_interleave(torch.arange(count.numel(), device=device), count, output_size=total)
+        start = lo - (torch.cumsum(count, 0) - count)  # sorted index - output index
+        j = cols.index_select(0, start.index_select(0, query) + torch.arange(total, device=device))
+        i = rows.index_select(0, query // (9 * span))
+        sel = j < i
+        return i[sel], j[sel]
