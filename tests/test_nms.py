@@ -10,13 +10,13 @@ at a time, used to check `ref_nms` itself on small inputs.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
 import pytest
 import torch
 
-import importlib
 from fasterrcnn.benchmark.ops import random_boxes
 from fasterrcnn.ops import batched_nms, nms
 
@@ -70,7 +70,9 @@ def ref_nms(
     return keep
 
 
-def ref_nms_scalar(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, plus_one: bool = False) -> list[int]:
+def ref_nms_scalar(
+    boxes: torch.Tensor, scores: torch.Tensor, threshold: float, plus_one: bool = False
+) -> list[int]:
     """The same rule, one pair at a time with numpy scalars of the boxes' dtype."""
     b = _np_boxes(boxes)
     t = b.dtype.type
@@ -119,7 +121,9 @@ def ref_batched(
 # random inputs
 
 
-def make_boxes(kind: str, n: int, g: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def make_boxes(
+    kind: str, n: int, g: torch.Generator, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Box sets that stress different parts of the algorithm."""
     if kind == "uniform":  # the benchmark's soup: spread out, sides 16..512 px
         cx, cy = torch.rand(n, generator=g) * 800, torch.rand(n, generator=g) * 600
@@ -177,7 +181,12 @@ def random_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, float, str]:
     score_kind = SCORE_KINDS[int(torch.randint(0, len(SCORE_KINDS), (1,), generator=g))]
     t = THRESHOLDS[seed // len(KINDS) % len(THRESHOLDS)]
     boxes = make_boxes(kind, n, g)
-    return boxes, make_scores(score_kind, n, g), t, f"seed={seed} kind={kind} n={n} scores={score_kind} t={t}"
+    return (
+        boxes,
+        make_scores(score_kind, n, g),
+        t,
+        f"seed={seed} kind={kind} n={n} scores={score_kind} t={t}",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,15 +236,16 @@ def test_benchmark_workload_keeps_torchvision_count() -> None:
 def test_dense_and_grid_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     cases = [random_case(seed) for seed in range(40)]
     fast = [nms(b, s, t) for b, s, t, _ in cases]
-    monkeypatch.setattr(nms_module, "_FILTER_MIN_THRESHOLD", math.inf)  # always dense
-    for (b, s, t, what), k in zip(cases, fast):
+    monkeypatch.setattr(nms_module, "_GRID_MIN_THRESHOLD", math.inf)  # always dense
+    monkeypatch.setattr(nms_module, "_GRID_MIN_THRESHOLD_BATCHED", math.inf)
+    for (b, s, t, what), k in zip(cases, fast, strict=True):
         assert torch.equal(nms(b, s, t), k), what
 
 
 def test_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     # small blocks and tiles: many blocks, suppressions across block boundaries
-    monkeypatch.setattr(nms_module, "_TILED_BLOCK", 16)
-    monkeypatch.setattr(nms_module, "_TILED_MAX_BLOCK", 64)
+    monkeypatch.setattr(nms_module, "_GRID_BLOCK", 16)
+    monkeypatch.setattr(nms_module, "_GRID_MAX_BLOCK", 64)
     monkeypatch.setattr(nms_module, "_DENSE_BLOCK", 8)
     for seed in range(40):
         boxes, scores, t, what = random_case(seed)
@@ -311,7 +321,9 @@ def test_integer_and_non_contiguous_inputs() -> None:
     assert nms(boxes.long(), scores, 0.3).tolist() == ref_nms(boxes, scores, 0.3)
     strided = torch.stack([boxes, boxes], 2)[:, :, 0]  # non-contiguous view of the same boxes
     assert not strided.is_contiguous()
-    assert nms(strided, torch.stack([scores, scores], 1)[:, 0], 0.3).tolist() == ref_nms(boxes, scores, 0.3)
+    assert nms(strided, torch.stack([scores, scores], 1)[:, 0], 0.3).tolist() == ref_nms(
+        boxes, scores, 0.3
+    )
     before = boxes.clone()
     nms(boxes, scores, 0.3, legacy_plus_one=True)
     assert torch.equal(boxes, before)  # inputs untouched
@@ -325,6 +337,73 @@ def test_extreme_coordinates_fall_back_exactly() -> None:
         b = base * scale + shift
         for t in (0.3, 0.7):
             assert nms(b, scores, t).tolist() == ref_nms(b, scores, t), (scale, shift, t)
+
+
+def pair_iou(a: torch.Tensor, b: torch.Tensor, plus_one: bool = False) -> torch.Tensor:
+    """IoU of boxes a[k] and b[k], with the reference's arithmetic (torch ops are IEEE)."""
+    one = 1.0 if plus_one else 0.0
+    area_a = ((a[:, 2] - a[:, 0]) + one) * ((a[:, 3] - a[:, 1]) + one)
+    area_b = ((b[:, 2] - b[:, 0]) + one) * ((b[:, 3] - b[:, 1]) + one)
+    iw = ((torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])) + one).clamp(min=0)
+    ih = ((torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])) + one).clamp(min=0)
+    inter = iw * ih
+    return inter / ((area_a + area_b) - inter)
+
+
+def boundary_pairs(
+    n: int, t: float, mode: str, dtype: torch.dtype, plus_one: bool, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes a[k] and b_in[k] / b_out[k] (moved or shrunk by bisection) with IoU(a, b_in) > t
+    >= IoU(a, b_out), the two as close as the dtype allows: pairs right at the threshold."""
+    a = make_boxes("uniform", n, g, torch.float64).to(dtype)
+    a64 = a.double()
+    w, h = a64[:, 2] - a64[:, 0], a64[:, 3] - a64[:, 1]
+    zero = torch.zeros_like(w)
+
+    def other(f: torch.Tensor) -> torch.Tensor:
+        if mode == "shift":  # along x: the near condition is tight
+            d = torch.stack([f * w, zero, f * w, zero], 1)
+        elif mode == "diagonal":
+            d = torch.stack([f * w, f * h, f * w, f * h], 1)
+        elif mode == "shrink":  # nested, narrower: IoU = width ratio, the ratio condition
+            d = torch.stack([zero, zero, -f * w, zero], 1)
+        else:  # "grow": nested, wider and taller
+            d = torch.stack([zero, zero, f * w * 4, f * h * 4], 1)
+        return (a64 + d).to(dtype)
+
+    lo, hi = torch.zeros_like(w), torch.ones_like(w)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        above = pair_iou(a, other(mid), plus_one).double() > t
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    b_in, b_out = other(lo), other(hi)
+    assert bool((pair_iou(a, b_in, plus_one).double() > t).all())
+    assert not bool((pair_iou(a, b_out, plus_one).double() > t).any())
+    return a, b_in, b_out
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairs_at_the_threshold(dtype: torch.dtype, plus_one: bool) -> None:
+    # the pre-filter's margins are exercised where they matter: IoU a hair above / at t
+    g = torch.Generator().manual_seed(11)
+    for t in (0.1, 0.3, 0.5, 0.7, 0.95):
+        for mode in ("shift", "diagonal", "shrink", "grow"):
+            a, b_in, b_out = boundary_pairs(60, t, mode, dtype, plus_one, g)
+            pair_scores = torch.tensor([1.0, 0.5])
+            for k in range(0, 60, 7):  # isolated pairs
+                assert nms(
+                    torch.stack([a[k], b_in[k]]), pair_scores, t, legacy_plus_one=plus_one
+                ).tolist() == [0]
+                assert nms(
+                    torch.stack([a[k], b_out[k]]), pair_scores, t, legacy_plus_one=plus_one
+                ).tolist() == [0, 1]
+            # all pairs together in a soup of other boxes
+            soup = make_boxes("uniform", 300, g, dtype)
+            boxes = torch.cat([a, b_in, b_out, soup])
+            scores = torch.cat([torch.full((60,), 2.0), torch.rand(420, generator=g)])
+            want = ref_nms(boxes, scores, t, plus_one)
+            assert nms(boxes, scores, t, legacy_plus_one=plus_one).tolist() == want, (t, mode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +466,9 @@ def test_batched_matches_per_class_reference() -> None:
         plus_one = seed % 4 == 3
         got = batched_nms(boxes, scores, idxs, t, legacy_plus_one=plus_one)
         assert got.tolist() == ref_batched(boxes, scores, idxs, t, plus_one), what
-        assert torch.equal(batched_nms(boxes, scores, idxs, t, max_keep=10, legacy_plus_one=plus_one), got[:10])
+        assert torch.equal(
+            batched_nms(boxes, scores, idxs, t, max_keep=10, legacy_plus_one=plus_one), got[:10]
+        )
 
 
 def test_batched_classes_never_suppress_each_other() -> None:
@@ -475,6 +556,9 @@ def test_cuda_matches_cpu() -> None:
             got = nms(b.cuda(), s.cuda(), t)
             assert got.device.type == "cuda" and got.cpu().tolist() == want.tolist(), (what, dtype)
             want = batched_nms(b, s, idxs, t, max_keep=20)
-            assert batched_nms(b.cuda(), s.cuda(), idxs.cuda(), t, max_keep=20).cpu().tolist() == want.tolist()
+            assert (
+                batched_nms(b.cuda(), s.cuda(), idxs.cuda(), t, max_keep=20).cpu().tolist()
+                == want.tolist()
+            )
     out = nms(torch.zeros(0, 4, device="cuda"), torch.zeros(0, device="cuda"), 0.5)
     assert out.device.type == "cuda" and out.dtype == torch.int64

@@ -12,39 +12,34 @@ Faster R-CNN uses NMS twice (Ren et al. 2015):
 Semantics are exactly those of torchvision's CPU kernel (``torchvision.ops.nms``): boxes are
 visited by decreasing score with a *stable* sort (equal scores: lower index first); a box is
 kept unless its IoU with an already kept box is strictly greater than the threshold;
-IoU = inter / (area_i + area_j - inter) is evaluated in the boxes' dtype (float32/float64;
-float16/bfloat16 are upcast to float32) and compared with the threshold as a double, so 0/0
-(two empty boxes) is NaN and never suppresses. ``legacy_plus_one=True`` measures with the
-paper code's pixel-index convention (width = x2 - x1 + 1), as py-faster-rcnn's ``nms`` does.
+IoU = inter / ((area_i + area_j) - inter) is evaluated in the boxes' dtype (float32/float64;
+float16/bfloat16 and integers are upcast to float32) and compared with the threshold as a
+double, so 0/0 (two empty boxes) is NaN and never suppresses. ``legacy_plus_one=True``
+measures with the paper code's pixel-index convention (width = x2 - x1 + 1), as
+py-faster-rcnn's ``nms`` does.
 
 Algorithm (plain PyTorch, no loop over boxes): sort once, then visit the sorted boxes in
-blocks of `_BLOCK` candidates. A candidate can only be suppressed by an earlier *kept* box,
-so each block is compared with the boxes kept so far (not with all earlier boxes) and with
-itself; the block's own greedy order is resolved exactly by a fixpoint iteration
-(keep_i = not suppressed by earlier kept boxes and no kept j < i in the block overlaps it;
-entry i depends only on j < i, so the fixpoint is unique, equals the sequential greedy result
-and is reached in at most (longest suppression chain + 1) steps, usually 1-3).
+blocks. A box can only be suppressed by an earlier *kept* box, so each block is compared
+with the boxes kept so far (not with all earlier boxes), then its survivors with each other;
+the block's own greedy order is resolved exactly by a fixpoint iteration (keep_i = not
+suppressed by an earlier kept box and no kept j < i in the block overlaps it; entry i depends
+only on j < i, so the fixpoint is unique, equals the sequential greedy result and is reached
+after at most (longest suppression chain + 1) rounds, usually 1-3). With `max_keep` the loop
+stops as soon as enough boxes are kept.
 
-Which pairs get an exact IoU: for thresholds >= `_FILTER_MIN_THRESHOLD` a cheap, provably
-conservative pre-filter computed by one matrix product rejects most pairs, and the exact
-IoU (same arithmetic as torchvision) is evaluated only on the surviving pairs. The filter:
-if IoU(i, j) > t > 0 then inter_w >= t * max(w_i, w_j) (since IoU <= inter / area_i <=
-inter_w / w_i and likewise for j), hence |dx1| + |dx2| = w_i + w_j - 2 inter_w <=
-2 (1 - t) max(w), and max(w)^2 <= w_i w_j / t; with the same for y,
-
-    ||b_i - b_j||^2  <  4 (1 - t)^2 / t * (w_i w_j + h_i h_j),
-
-a test that is an inner product of per-box feature vectors (one GEMM for a whole block).
-It is evaluated in float64 with the threshold lowered by 0.01 and a relative slack far above
-the rounding error, on inputs where the dtype's IoU is within 1e-3 relative of the exact one
-(guards below); anywhere else, and for small thresholds where it would not prune, the
-exact IoU is computed for every (candidate, kept box) pair.
+Which pairs get an exact IoU: for thresholds >= 0.3 (>= 0.1 in `batched_nms`) a spatial
+hash (`_Grid`) enumerates a provable superset of the pairs that can overlap above the
+threshold -- similar size and nearby centre -- and the exact IoU (the arithmetic above) is
+evaluated on those only, typically ~1% of the pairs. Below that threshold, or for
+coordinates outside the hash's error analysis (`_Grid.build`), every (candidate, kept box)
+pair is evaluated (`_greedy_dense`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -53,16 +48,17 @@ from fasterrcnn.ops._utils import check_boxes, upcast
 
 __all__ = ["batched_nms", "nms"]
 
-# Candidates processed together (see module docstring); tuned on the benchmark workload.
+# Block sizes (candidates visited together), tuned on the ops benchmark workload.
 _DENSE_BLOCK = 256
-_TILED_BLOCK = 512  # first block (with max_keep: at least 2 * max_keep), then doubling
-_TILED_MAX_BLOCK = 4096
-# Below this IoU threshold the pre-filter passes most pairs: compute every IoU instead.
-_FILTER_MIN_THRESHOLD = 0.1
-# The filter is derived for the threshold minus this margin (covers rounding of the IoU).
-_FILTER_MARGIN = 0.01
-# Guards under which the dtype's IoU is provably within 1e-3 relative of the exact IoU: no
-# overflow / underflow of areas, and (legacy) no cancellation in x2 - x1 + 1.
+_GRID_BLOCK = 512  # first block (with max_keep: at least 2 * max_keep), then doubling
+_GRID_MAX_BLOCK = 4096
+# The spatial hash is used from these thresholds up; below, it passes most pairs anyway.
+_GRID_MIN_THRESHOLD = 0.3
+_GRID_MIN_THRESHOLD_BATCHED = 0.1  # (categories are part of the hash)
+# The hash is built for the threshold minus this margin (covers rounding of the IoU).
+_GRID_MARGIN = 0.01
+# Guards under which the dtype's IoU is within 1e-3 relative of the exact IoU of the boxes
+# (no overflow / underflow of areas; with +1, no cancellation in x2 - x1 + 1).
 _MAX_ABS_COORD = 1e15
 _MIN_SIDE = 1e-15
 _MIN_SIDE_LEGACY = 1e-3
@@ -178,36 +174,8 @@ def _check_args(
 # the algorithm
 
 
-def _threshold_in(dtype: torch.dtype, t: float) -> float:
-    """A threshold t' exactly representable in `dtype` with (x > t') == (x > t) for every x of
-    `dtype`: torchvision compares the float IoU with the threshold as a double, while torch
-    casts a Python scalar to the tensor's dtype (0.3 -> 0.30000001f would change the result
-    for an IoU of exactly 0.30000001f). t' is t rounded down to `dtype`."""
-    if dtype == torch.float64 or math.isinf(t):
-        return t
-    t32 = torch.tensor(t, dtype=dtype).item()  # round to nearest
-    if t32 > t:
-        t32 = torch.nextafter(torch.tensor(t32, dtype=dtype), torch.tensor(-math.inf, dtype=dtype)).item()
-    return t32
-
-
-def _pair_suppresses(
-    a: Tensor, b: Tensor, thr: float, plus_one: bool
-) -> Tensor:
-    """Elementwise over pairs: IoU(a, b) > thr, with torchvision's arithmetic.
-
-    a, b: Tensor[..., 5] (x1, y1, x2, y2, area) broadcastable against each other; `a` is the
-    earlier (kept) box: union = (area_a + area_b) - inter as in torchvision's kernel.
-    """
-    iw = torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])
-    ih = torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])
-    if plus_one:
-        iw += 1
-        ih += 1
-    inter = iw.clamp_(min=0) * ih.clamp_(min=0)
-    union = (a[..., 4] + b[..., 4]) - inter
-    return (inter / union) > thr
-
+# --------------------------------------------------------------------------------------------
+# the algorithm
 
 
 def _nms(
@@ -235,15 +203,15 @@ def _nms(
     thr = _threshold_in(b.dtype, t)
     cls = None if idxs is None else idxs[order]
 
-    if t >= _FILTER_MIN_THRESHOLD:
-        # With max_keep, greedy decisions on the first m boxes do not depend on the others:
-        # try a prefix first (4x larger each time it keeps too few).
+    if t >= (_GRID_MIN_THRESHOLD if cls is None else _GRID_MIN_THRESHOLD_BATCHED):
+        # With max_keep, the greedy decisions on the first m boxes do not depend on the
+        # others: hash a prefix first (4x longer each time it keeps too few).
         m = n if limit >= n else min(n, 4 * limit)
         while True:
             sub = None if cls is None else cls[:m]
             grid = _Grid.build(b[:m], w[:m], h[:m], sub, t, plus_one)
             if grid is None:
-                break  # outside the pre-filter's guards: evaluate every IoU
+                break  # outside the hash's error analysis: evaluate every IoU
             kept = _greedy_grid(coords[:m], sub, grid, thr, plus_one, limit)
             if kept.numel() >= limit or m == n:
                 return order[kept]
@@ -251,9 +219,51 @@ def _nms(
     return order[_greedy_dense(coords, cls, thr, plus_one, limit)]
 
 
+def _threshold_in(dtype: torch.dtype, t: float) -> float:
+    """A threshold t' exactly representable in `dtype` with (x > t') == (x > t) for every x
+    of `dtype`: t rounded down to `dtype`.
+
+    torchvision compares the float IoU with the threshold as a double, while torch casts a
+    Python scalar to the tensor's dtype: 0.3 -> 0.30000001f, so an IoU of exactly
+    0.30000001f (3 / 10 in float32) would not suppress, while it does in torchvision.
+    """
+    if dtype == torch.float64 or math.isinf(t):
+        return t
+    down = torch.tensor(t, dtype=dtype)  # rounded to nearest
+    if down.item() > t:
+        down = torch.nextafter(down, torch.tensor(-math.inf, dtype=dtype))
+    return down.item()
+
+
+def _pair_suppresses(a: Tensor, b: Tensor, thr: float, plus_one: bool) -> Tensor:
+    """Elementwise over pairs: IoU(a, b) > thr, with torchvision's arithmetic.
+
+    a, b: Tensor[..., 5] (x1, y1, x2, y2, area), broadcastable against each other.
+    """
+    iw = torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])
+    ih = torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])
+    if plus_one:
+        iw += 1
+        ih += 1
+    inter = iw.clamp_(min=0) * ih.clamp_(min=0)
+    union = (a[..., 4] + b[..., 4]) - inter
+    return (inter / union) > thr
+
+
+def _edges(
+    coords: Tensor, cls: Tensor | None, i: Tensor, j: Tensor, thr: float, plus_one: bool
+) -> Tensor:
+    """For pairs (i, j) of sorted positions: does j suppress i if kept (IoU > thr, and the
+    same category)?"""
+    sup = _pair_suppresses(coords.index_select(0, j), coords.index_select(0, i), thr, plus_one)
+    if cls is not None:
+        sup &= cls.index_select(0, j) == cls.index_select(0, i)
+    return sup
+
+
 def _resolve_block(suppressed: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-    """Greedy keep mask of one block: keep[i] = not suppressed[i] and no kept j < i with an
-    edge j -> i (src < dst, local indices). Jacobi fixpoint iteration: unique fixpoint (entry
+    """Greedy keep mask of one block: keep[i] = not suppressed[i] and no kept j with an edge
+    j -> i (src < dst, indices in the block). Jacobi iteration to the unique fixpoint (entry
     i depends only on j < i), reached after at most (longest edge chain + 1) rounds."""
     keep = ~suppressed
     if src.numel() == 0:
@@ -267,21 +277,11 @@ def _resolve_block(suppressed: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         keep = new
 
 
-def _edges(
-    coords: Tensor, cls: Tensor | None, i: Tensor, j: Tensor, thr: float, plus_one: bool
-) -> Tensor:
-    """For candidate pairs (later i, earlier j): IoU > thr (and same category)."""
-    sup = _pair_suppresses(coords.index_select(0, j), coords.index_select(0, i), thr, plus_one)
-    if cls is not None:
-        sup &= cls.index_select(0, j) == cls.index_select(0, i)
-    return sup
-
-
 def _greedy_dense(
     coords: Tensor, cls: Tensor | None, thr: float, plus_one: bool, limit: int
 ) -> Tensor:
-    """Sorted positions of the first `limit` kept boxes, every IoU evaluated exactly: each
-    block of candidates against the boxes kept so far and against itself."""
+    """Sorted positions of the first `limit` kept boxes, every IoU evaluated: each block of
+    candidates against the boxes kept so far and against itself."""
     n = coords.shape[0]
     device = coords.device
     block = _DENSE_BLOCK
@@ -316,29 +316,30 @@ def _greedy_dense(
 def _greedy_grid(
     coords: Tensor, cls: Tensor | None, grid: _Grid, thr: float, plus_one: bool, limit: int
 ) -> Tensor:
-    """Like `_greedy_dense`, but the exact IoU is evaluated only on the pairs that pass the
-    grid's conservative pre-filter; degenerate boxes (zero/negative width or height) have
-    IoU 0 or NaN with everything, so they are kept and never suppress (threshold > 0)."""
+    """Like `_greedy_dense`, with exact IoUs only for the pairs the grid enumerates.
+
+    Degenerate boxes (zero or negative width or height, as computed) have IoU 0 or NaN with
+    every box, so (threshold > 0) they are kept and never suppress: they are left out of
+    the hash. Blocks grow geometrically: few blocks (few, large tensor ops) when most boxes
+    are kept, small first blocks when boxes cluster (pairs within a block are enumerated
+    before the block's boxes are suppressed by earlier ones).
+    """
     n = coords.shape[0]
     device = coords.device
     nondeg = grid.nondeg
     kept = torch.empty(n, dtype=torch.int64, device=device)
-    kept_nd = torch.empty(n, dtype=torch.int64, device=device)  # kept non-degenerate
+    kept_nd = torch.empty(n, dtype=torch.int64, device=device)  # the non-degenerate ones
     num = num_nd = 0
     s = 0
-    # Blocks grow geometrically: few blocks (few, large tensor ops) when most boxes are kept;
-    # small first blocks when they cluster (pairs within a block cost before suppression).
-    block = _TILED_BLOCK if limit >= n else max(_TILED_BLOCK, 2 * limit)
+    block = _GRID_BLOCK if limit >= n else max(_GRID_BLOCK, 2 * limit)
     while s < n and num < limit:
         e = min(s + block, n)
-        nb = e - s
         rows = s + nondeg[s:e].nonzero().squeeze(1)
-        suppressed = torch.zeros(nb, dtype=torch.bool, device=device)
+        suppressed = torch.zeros(e - s, dtype=torch.bool, device=device)
         # 1. suppression by the boxes kept before the block
         if num_nd and rows.numel():
             i, j = grid.candidates(rows, kept_nd[:num_nd])
-            i = i[_edges(coords, cls, i, j, thr, plus_one)]
-            suppressed[i - s] = True
+            suppressed[i[_edges(coords, cls, i, j, thr, plus_one)] - s] = True
             rows = rows[~suppressed[rows - s]]
         # 2. edges among the block's survivors, resolved in order
         src = dst = rows[:0]
@@ -355,12 +356,13 @@ def _greedy_grid(
         kept_nd[num_nd : num_nd + pos_nd.numel()] = pos_nd
         num_nd += pos_nd.numel()
         s = e
-        block = min(2 * block, _TILED_MAX_BLOCK)
+        block = min(2 * block, _GRID_MAX_BLOCK)
     return kept[: min(num, limit)]
 
 
+@dataclass(frozen=True)
 class _Grid:
-    """Candidate pairs for the greedy NMS with threshold t >= `_FILTER_MIN_THRESHOLD`.
+    """Spatial hash of the sorted boxes: candidate pairs for a threshold t >= 0.1.
 
     Geometry (exact arithmetic, boxes with positive sides): IoU <= inter / area_i <=
     inter_w / w_i and likewise for j, so IoU > t' implies inter_w > t' max(w_i, w_j), hence
@@ -370,32 +372,48 @@ class _Grid:
       < (1 - t') max(w_i, w_j);
 
     and the same for heights and y. Boxes are hashed by (category, floor(log w / lambda),
-    floor(log h / lambda), y cell, x cell) with lambda slightly above log(1 / t'): a pair
-    that can overlap above t' lies in one of the 3 x 3 neighbouring size buckets, and within
-    reach (1 - t') max(w) of the centre, which is a range of cells of that bucket's grid
-    (cells are at least that reach wide, so the range spans <= 3 x 3 cells). With boxes
-    sorted by (bucket, y cell, x cell) and a table of where each cell starts, each (box,
-    neighbouring bucket, y cell) is one contiguous range, so the candidates are enumerated
-    without visiting the other pairs.
+    floor(log h / lambda)) -- a size bucket, lambda slightly above log(1 / t') -- and by a
+    cell of that bucket's g x g grid. A pair that can overlap above t' lies in one of the
+    3 x 3 neighbouring buckets, within reach (1 - t') max(w) of the centre: a range of cells
+    of that bucket's grid (cells are at least that wide, so it spans <= 3 x 3 cells). With
+    boxes sorted by (bucket, y cell, x cell) and a table of where each cell starts, each
+    (box, neighbouring bucket, y cell) is one contiguous range: the candidates are
+    enumerated without visiting the other pairs.
 
-    t' = min(t, 1) - `_FILTER_MARGIN` and every bound carries slack far above its rounding
-    error, so every pair whose IoU, as computed in the boxes' dtype, exceeds t is among the
-    candidates (under the guards of `build`, that IoU is within 1e-3 relative of the exact
-    one); the caller then evaluates the exact IoU of the candidates only.
+    t' = min(t, 1) - `_GRID_MARGIN`, and every bound carries slack far above its rounding
+    error (coordinates are ~1e-16 relative), so every pair whose IoU, as computed in the
+    boxes' dtype, exceeds t is among the candidates: under the guards of `build`, that IoU
+    is within 1e-3 relative of the exact IoU of the boxes. The caller then evaluates the
+    exact IoU of the candidates only.
     """
 
-    def __init__(self, **fields: object) -> None:
-        self.__dict__.update(fields)
+    nondeg: Tensor  # [N] bool: positive width and height, as computed
+    cell: Tensor  # [N] int64: (bucket * g + y cell) * g + x cell
+    cid: Tensor  # [N] int64: bucket (dense id)
+    box: Tensor  # [N, 4] float64: cx, cy, w, h (the +1 convention's geometry with +1)
+    ncid: Tensor  # [buckets, 9] int64: the neighbouring buckets (-1: none)
+    nbw: Tensor  # [buckets, 9] int64: their width bucket
+    nbh: Tensor  # [buckets, 9] int64: their height bucket
+    wmax: Tensor  # [width buckets] float64: widest box of the bucket
+    hmax: Tensor  # [height buckets] float64
+    inv_cx: Tensor  # [width buckets] float64: 1 / cell width of the bucket's grids
+    inv_cy: Tensor  # [height buckets] float64
+    x0: float  # grid origin
+    y0: float
+    g: int  # cells per side of each bucket's grid
+    num_cells: int
+    ext: float  # reach per unit of side: (1 - t') with slack
+    slack: float  # absolute slack of distances
 
     @staticmethod
     def build(
         b: Tensor, w: Tensor, h: Tensor, cls: Tensor | None, t: float, plus_one: bool
     ) -> _Grid | None:
-        """The hash of boxes `b` (sorted, compute dtype) with computed sides w, h; None when
-        the guards of the error analysis fail (the caller then evaluates every IoU)."""
+        """The hash of boxes `b` (sorted, compute dtype) with sides w, h as computed; None
+        when the guards of the error analysis fail (the caller evaluates every IoU then)."""
         n = b.shape[0]
         device = b.device
-        nondeg = (w > 0) & (h > 0)  # degenerate boxes have IoU 0 or NaN with everything
+        nondeg = (w > 0) & (h > 0)
         z = b.double()
         if plus_one:
             z[:, 2:] += 1  # the +1 convention's geometry: a box covers [x1, x2 + 1)
@@ -403,15 +421,16 @@ class _Grid:
         cx = (z[:, 0] + z[:, 2]) * 0.5
         cy = (z[:, 1] + z[:, 3]) * 0.5
         lims = torch.stack([z.abs().max(), side.double(), cx.min(), cx.max(), cy.min(), cy.max()])
-        big, side, x0, x1, y0, y1 = lims.tolist()
-        min_side = max(_MIN_SIDE_LEGACY if plus_one else _MIN_SIDE, 1e-9 * big)
-        if big > _MAX_ABS_COORD or side < min_side:
+        big, side_min, x0, x1, y0, y1 = lims.tolist()
+        if big > _MAX_ABS_COORD or side_min < max(
+            _MIN_SIDE_LEGACY if plus_one else _MIN_SIDE, 1e-9 * big
+        ):
             return None
 
-        te = min(t, 1.0) - _FILTER_MARGIN
-        ext = (1.0 - te) * (1.0 + 1e-9)  # reach per unit of width, with relative slack
-        slack = 1e-9 * (big + 1.0)  # absolute slack: rounding of coordinates is ~1e-16 big
-        lam = math.log(1.0 / te) + 1e-9  # size bucket width (log scale)
+        te = min(t, 1.0) - _GRID_MARGIN
+        ext = (1.0 - te) * (1.0 + 1e-9)
+        slack = 1e-9 * (big + 1.0)
+        lam = math.log(1.0 / te) + 1e-9  # size bucket width, log scale
         one = torch.ones_like(cx)
         wd = torch.where(nondeg, z[:, 2] - z[:, 0], one)
         hd = torch.where(nondeg, z[:, 3] - z[:, 1], one)
@@ -420,8 +439,8 @@ class _Grid:
             k = torch.floor(torch.log(v) / lam).long()
             k = (k - k.min()).clamp_(max=8191)  # clamping merges buckets: still a superset
             vmax = torch.zeros(int(k.max()) + 1, dtype=v.dtype, device=device)
-            vmax.scatter_reduce_(0, k, v, "amax")  # largest side per bucket
-            # the largest reach of a box of this or a neighbouring bucket
+            vmax.scatter_reduce_(0, k, v, "amax")
+            # the longest reach of a box of this or a neighbouring bucket
             reach = torch.nn.functional.max_pool1d(vmax[None, None], 3, 1, 1)[0, 0]
             return k, vmax, reach * (ext * (1.0 + 1e-6)) + slack
 
@@ -429,11 +448,10 @@ class _Grid:
         bh, hmax, reach_h = buckets(hd)
         nbw, nbh = wmax.numel(), hmax.numel()
         crank = torch.zeros_like(bw) if cls is None else torch.unique(cls, return_inverse=True)[1]
-        combo = (crank * nbw + bw) * nbh + bh  # (category, width bucket, height bucket)
-        combos, cid = torch.unique(combo, return_inverse=True)
+        combos, cid = torch.unique((crank * nbw + bw) * nbh + bh, return_inverse=True)
         nc = combos.numel()
-        # each bucket's grid: g x g cells of at least the reach of its boxes (so a box's reach
-        # spans <= 3 x 3 cells), a power of two with nc * g^2 <= max(4 n, 1024) cells in all
+        # g x g cells per bucket, g a power of two, nc * g^2 <= max(4 n, 1024) cells in all;
+        # cells at least the reach of the bucket's boxes and its neighbours'
         g = 1
         while g < 64 and nc * (2 * g) ** 2 <= max(4 * n, 1024):
             g *= 2
@@ -442,7 +460,7 @@ class _Grid:
         x0, y0 = x0 - 1.0, y0 - 1.0
         gx = torch.floor((cx - x0) * inv_cx[bw]).clamp_(0, g - 1).long()
         gy = torch.floor((cy - y0) * inv_cy[bh]).clamp_(0, g - 1).long()
-        # the 3 x 3 neighbouring buckets of each bucket (-1: none), [nc, 9]
+        # the 3 x 3 neighbouring buckets of each bucket (same category)
         cw, ch = (combos // nbh) % nbw, combos % nbh
         d = torch.tensor([-1, 0, 1], device=device)
         nw, nh = cw[:, None] + d.repeat_interleave(3), ch[:, None] + d.repeat(3)
@@ -451,11 +469,24 @@ class _Grid:
         ncid = torch.searchsorted(combos, ncombo).clamp_(max=nc - 1)
         ok &= combos[ncid] == ncombo
         return _Grid(
-            nondeg=nondeg, cell=(cid * g + gy) * g + gx, num_cells=nc * g * g, g=g,
-            cid=cid, ncid=torch.where(ok, ncid, -1), nbw=nw.clamp(0, nbw - 1), nbh=nh.clamp(0, nbh - 1),
-            box=torch.stack([cx, cy, wd, hd], 1), wmax=wmax, hmax=hmax, inv_cx=inv_cx, inv_cy=inv_cy,
-            x0=x0, y0=y0, ext=ext, slack=slack,
-        )  # fmt: skip
+            nondeg=nondeg,
+            cell=(cid * g + gy) * g + gx,
+            cid=cid,
+            box=torch.stack([cx, cy, wd, hd], 1),
+            ncid=torch.where(ok, ncid, -1),
+            nbw=nw.clamp(0, nbw - 1),
+            nbh=nh.clamp(0, nbh - 1),
+            wmax=wmax,
+            hmax=hmax,
+            inv_cx=inv_cx,
+            inv_cy=inv_cy,
+            x0=x0,
+            y0=y0,
+            g=g,
+            num_cells=nc * g * g,
+            ext=ext,
+            slack=slack,
+        )
 
     def candidates(self, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
         """Pairs (i, j), i in `rows`, j in `cols` (non-degenerate boxes), j < i (sorted
@@ -466,13 +497,13 @@ class _Grid:
         cols = cols[perm]
         ends = torch.cumsum(torch.bincount(cells, minlength=self.num_cells), 0)
         starts = torch.cat([ends.new_zeros(1), ends[:-1]])
-        # the row boxes' neighbouring buckets [R, 9] and the cells within reach in each
+        # each row box's neighbouring buckets [R, 9] and the cells within reach in each
         r = rows.numel()
         c = self.cid.index_select(0, rows)
         nid = self.ncid.index_select(0, c)
         nbw = self.nbw.index_select(0, c).view(-1)
         nbh = self.nbh.index_select(0, c).view(-1)
-        box = self.box.index_select(0, rows)[:, None, :]  # cx, cy, w, h
+        box = self.box.index_select(0, rows)[:, None, :]
         rx = torch.maximum(box[..., 2], self.wmax.index_select(0, nbw).view(r, 9))
         ry = torch.maximum(box[..., 3], self.hmax.index_select(0, nbh).view(r, 9))
         rx = rx * self.ext + self.slack
@@ -485,8 +516,8 @@ class _Grid:
         gx1 = torch.floor((cx + rx) * ix).clamp_(0, g - 1).long()
         gy0 = torch.floor((cy - ry) * iy).clamp_(0, g - 1).long()
         gy1 = torch.floor((cy + ry) * iy).clamp_(0, g - 1).long()
-        # per y cell, cells gx0..gx1 are consecutive in the sorted order: one range each
-        span = int((gy1 - gy0).max()) + 1  # <= 3 (cells are at least a reach wide)
+        # per y cell, the cells gx0..gx1 are consecutive in the sorted order: one range each
+        span = int((gy1 - gy0).max()) + 1  # <= 3
         gy = gy0[..., None] + torch.arange(span, device=device)  # [R, 9, span]
         base = (nid[..., None] * g + gy.clamp(max=g - 1)) * g
         lo = starts.index_select(0, (base + gx0[..., None]).clamp_(min=0).view(-1))
@@ -494,7 +525,9 @@ class _Grid:
         valid = ((nid[..., None] >= 0) & (gy <= gy1[..., None])).view(-1)
         count = torch.where(valid, hi - lo, 0)
         total = int(count.sum())
-        query = torch.repeat_interleave(torch.arange(count.numel(), device=device), count, output_size=total)
+        query = torch.repeat_interleave(
+            torch.arange(count.numel(), device=device), count, output_size=total
+        )
         start = lo - (torch.cumsum(count, 0) - count)  # sorted index - output index
         j = cols.index_select(0, start.index_select(0, query) + torch.arange(total, device=device))
         i = rows.index_select(0, query // (9 * span))
