@@ -50,7 +50,7 @@ __all__ = ["batched_nms", "nms"]
 
 # Block sizes (candidates visited together), tuned on the ops benchmark workload.
 _DENSE_BLOCK = 256
-_GRID_BLOCK = 512  # first block (with max_keep: at least 2 * max_keep), then doubling
+_GRID_BLOCK = 512  # first block, then doubling
 _GRID_MAX_BLOCK = 4096
 # The spatial hash is used from these thresholds up; below, it passes most pairs anyway.
 _GRID_MIN_THRESHOLD = 0.3
@@ -203,19 +203,12 @@ def _nms(
     thr = _threshold_in(b.dtype, t)
     cls = None if idxs is None else idxs[order]
 
-    if t >= (_GRID_MIN_THRESHOLD if cls is None else _GRID_MIN_THRESHOLD_BATCHED):
-        # With max_keep, the greedy decisions on the first m boxes do not depend on the
-        # others: hash a prefix first (4x longer each time it keeps too few).
-        m = n if limit >= n else min(n, 4 * limit)
-        while True:
-            sub = None if cls is None else cls[:m]
-            grid = _Grid.build(b[:m], w[:m], h[:m], sub, t, plus_one)
-            if grid is None:
-                break  # outside the hash's error analysis: evaluate every IoU
-            kept = _greedy_grid(coords[:m], sub, grid, thr, plus_one, limit)
-            if kept.numel() >= limit or m == n:
-                return order[kept]
-            m = min(n, 4 * m)
+    # the hash pays off unless the threshold is low or only a few boxes are to be kept
+    min_t = _GRID_MIN_THRESHOLD if cls is None else _GRID_MIN_THRESHOLD_BATCHED
+    if t >= min_t and limit > _DENSE_BLOCK:
+        grid = _Grid.build(b, w, h, cls, t, plus_one)
+        if grid is not None:  # (None: outside the hash's error analysis)
+            return order[_greedy_grid(coords, cls, grid, thr, plus_one, limit)]
     return order[_greedy_dense(coords, cls, thr, plus_one, limit)]
 
 
@@ -331,7 +324,7 @@ def _greedy_grid(
     kept_nd = torch.empty(n, dtype=torch.int64, device=device)  # the non-degenerate ones
     num = num_nd = 0
     s = 0
-    block = _GRID_BLOCK if limit >= n else max(_GRID_BLOCK, 2 * limit)
+    block = _GRID_BLOCK
     while s < n and num < limit:
         e = min(s + block, n)
         rows = s + nondeg[s:e].nonzero().squeeze(1)
