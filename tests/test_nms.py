@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,6 +22,19 @@ from fasterrcnn.benchmark.ops import random_boxes
 from fasterrcnn.ops import batched_nms, nms
 
 nms_module = importlib.import_module("fasterrcnn.ops.nms")
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread() -> Iterator[None]:
+    """Run this file's many small NMS calls on one intra-op thread: on a shared, busy
+    machine, OpenMP workers spin-waiting between ops make them several times slower. The
+    results do not depend on the thread count (`test_benchmark_workload_keeps_torchvision_
+    count` also runs with the default count)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(DEFAULT_THREADS)
+
 
 # --------------------------------------------------------------------------------------------
 # reference
@@ -231,6 +245,12 @@ def test_benchmark_workload_keeps_torchvision_count() -> None:
     assert keep.numel() == 5015
     assert keep.tolist() == ref_nms(boxes, scores, 0.7)
     assert torch.equal(nms(boxes, scores, 0.7, max_keep=300), keep[:300])
+    torch.set_num_threads(DEFAULT_THREADS)  # the multi-threaded kernels agree
+    try:
+        assert torch.equal(nms(boxes, scores, 0.7), keep)
+        assert torch.equal(nms(boxes, scores, 0.7, max_keep=300), keep[:300])
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_dense_and_grid_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -325,9 +345,11 @@ def test_integer_and_non_contiguous_inputs() -> None:
     assert nms(strided, torch.stack([scores, scores], 1)[:, 0], 0.3).tolist() == ref_nms(
         boxes, scores, 0.3
     )
-    before = boxes.clone()
-    nms(boxes, scores, 0.3, legacy_plus_one=True)
-    assert torch.equal(boxes, before)  # inputs untouched
+    for b in (boxes, boxes.double()):  # inputs untouched
+        before = b.clone()
+        nms(b, scores, 0.5, legacy_plus_one=True)
+        batched_nms(b, scores, torch.zeros(200, dtype=torch.int64), 0.5, legacy_plus_one=True)
+        assert torch.equal(b, before)
 
 
 def test_extreme_coordinates_fall_back_exactly() -> None:

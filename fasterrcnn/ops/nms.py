@@ -407,7 +407,7 @@ class _Grid:
         n = b.shape[0]
         device = b.device
         nondeg = (w > 0) & (h > 0)
-        z = b.double()
+        z = b.to(torch.float64, copy=True)
         if plus_one:
             z[:, 2:] += 1  # the +1 convention's geometry: a box covers [x1, x2 + 1)
         side = torch.where(nondeg, torch.minimum(w, h), torch.full_like(w, math.inf)).min()
