@@ -263,7 +263,7 @@ def test_dense_and_grid_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
-    # small blocks and tiles: many blocks, suppressions across block boundaries
+    # small blocks: many of them, suppressions across block boundaries, max_keep mid-way
     monkeypatch.setattr(nms_module, "_GRID_BLOCK", 16)
     monkeypatch.setattr(nms_module, "_GRID_MAX_BLOCK", 64)
     monkeypatch.setattr(nms_module, "_DENSE_BLOCK", 8)
