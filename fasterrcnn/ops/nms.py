@@ -85,7 +85,8 @@ def nms(
             examining the rest; the result equals the first `max_keep` entries of the full
             result. None keeps all.
         legacy_plus_one: measure boxes with the paper code's +1 convention
-            (width = x2 - x1 + 1), as py-faster-rcnn's ``nms`` does.
+            (width = x2 - x1 + 1), as py-faster-rcnn's ``nms`` does (only the measure:
+            boxes are still visited by decreasing score, ties by index).
 
     Returns:
         Tensor[K] int64 on the boxes' device: indices into `boxes`, by decreasing score
