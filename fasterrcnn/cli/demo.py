@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[1/4] synthetic data set already in {data_dir} (same settings): reusing it")
     else:
         print(f"[1/4] generating the synthetic data set into {data_dir}")
-        generate(synth, data_dir, progress=args.progress)
+        generate(data_dir, synth, progress=args.progress)
     print("[2/4] training the 'small' preset from scratch (approximate joint training)")
     cfg = TrainConfig(data=str(data_dir), out=str(out / "train"), seed=args.seed, precision=args.precision,
                       num_workers=args.workers, progress=args.progress, **{**DEMO_TRAIN, "epochs": args.epochs})
