@@ -1,5 +1,5 @@
 """Pieces shared by the backbones: the `BackboneInfo` record, frozen batch norm, freezing,
-weight initialisation, pretrained-weight loading and batch-norm folding.
+pretrained-weight loading and batch-norm folding.
 
 A backbone is a pair of modules (see `fasterrcnn.modeling.backbones`):
 
@@ -84,31 +84,6 @@ class FrozenBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
-
-
-def init_conv_kaiming(module: nn.Module) -> None:
-    """He (Kaiming) normal init for every conv (fan_out, ReLU gain), zero biases; unit/zero for
-    norm layers; N(0, 0.01) for linear layers (the Caffe/torchvision VGG fc init)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
-def init_linear_kaiming(module: nn.Module) -> None:
-    """He init for linear layers followed by ReLU (fan_in), zero biases: keeps activation
-    scale through a from-scratch fc head (N(0, 0.01) shrinks it ~10x per layer at width 512)."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
 
 
 def freeze(modules: Iterable[nn.Module]) -> None:

@@ -28,6 +28,14 @@ Every conv is followed by BatchNorm (foldable into the conv for inference with
   3136 x 512 (1.6 M weights) instead of 12544 x 512, so the 128-300 RoIs per image cost less
   than the trunk; no dropout by default (generated training data is plentiful).
 
+Checked on a proxy of the detector's classification task on the synthetic shapes (7 classes;
+scale 0.7; jittered ground-truth boxes vs background boxes, 7 x 7 RoI max-pooling, this head +
+a linear classifier, SGD lr 0.02, one image per step; single runs, so only large gaps count):
+at equal steps (600-1,000) its foreground accuracy was well above that of this trunk without
+zero-initialised residuals and of a from-scratch (trainable-BN) ResNet-18 C4 trunk, and on par
+with a 2.4x-wider variant; in equal time (100 s) well above a plain 8-conv BN net. Learning the
+7 shapes from scratch still takes thousands of steps with any of them.
+
 Suggested RPN width 128 (`BackboneInfo.rpn_channels`): a 3x3 conv of width 256 on the
 256-channel map would cost about half the trunk again.
 
