@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fasterrcnn.modeling.backbones import build_backbone
+from fasterrcnn.modeling.clock import StageClock, no_clock
 from fasterrcnn.modeling.config import ModelConfig, preset_config
 from fasterrcnn.modeling.roi_heads import RoIHeads
 from fasterrcnn.modeling.rpn import RegionProposalNetwork
@@ -77,6 +78,7 @@ class FasterRCNN(nn.Module):
             legacy_plus_one=config.legacy_plus_one,
         )
         self.stage: Stage = "joint"
+        self.clock: StageClock = no_clock  # per-stage timing hook (fasterrcnn bench model)
         # which backbone parameters train by default (its own frozen stages excluded)
         self._backbone_trainable = {n: p.requires_grad for n, p in self.backbone.named_parameters()}
         self._backbone_frozen = False
@@ -141,13 +143,16 @@ class FasterRCNN(nn.Module):
             targets = check_targets(targets, len(images), self.num_classes)
         if self.stage == "detector" and proposals is None:
             raise ValueError("stage 'detector' needs proposals=[Tensor[P, 4] per image]")
+        clock = self.clock
         original_sizes = [tuple(img.shape[-2:]) for img in images]
-        batch = self.transform(images)
+        with clock("transform"):
+            batch = self.transform(images)
         device = batch.tensor.device
         gt = None
         if self.training:
             gt = [self._scaled_target(t, s, device) for t, s in zip(targets, batch.scales)]
-        features = self.backbone(batch.tensor)
+        with clock("backbone"):
+            features = self.backbone(batch.tensor)
 
         losses: dict[str, Tensor] = {}
         if proposals is not None:
@@ -156,21 +161,22 @@ class FasterRCNN(nn.Module):
         else:
             gt_boxes = [g["boxes"] for g in gt] if gt else None
             wanted = None if self.training or num_proposals is None else num_proposals
-            out = self.rpn(features, batch.image_sizes, batch.mean_scales(), gt_boxes, num_proposals=wanted)
+            out = self.rpn(features, batch.image_sizes, batch.mean_scales(), gt_boxes, num_proposals=wanted, clock=clock)
             props, prop_scores = out.proposals, out.scores
             losses.update(out.losses)
         if self.training and self.stage == "rpn":
             return losses
         if self.training:
-            _, det_losses = self.roi_heads(features, props, batch.image_sizes, gt)
+            _, det_losses = self.roi_heads(features, props, batch.image_sizes, gt, clock=clock)
             losses.update(det_losses)
             return losses
         if self.stage == "rpn":
             detections = [self._empty_detections(device) for _ in images]
         else:
             top_m = self.config.rpn.post_nms_top_n_test if proposals is None else None
-            detections, _ = self.roi_heads(features, [p[:top_m] for p in props], batch.image_sizes)
-        return self._to_input_coordinates(detections, props, prop_scores, batch, original_sizes, return_proposals)
+            detections, _ = self.roi_heads(features, [p[:top_m] for p in props], batch.image_sizes, clock=clock)
+        with clock("postprocess"):
+            return self._to_input_coordinates(detections, props, prop_scores, batch, original_sizes, return_proposals)
 
     @torch.no_grad()
     def propose(self, images: Sequence[Tensor] | Tensor) -> list[dict[str, Tensor]]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fasterrcnn.modeling.clock import StageClock, no_clock
 from fasterrcnn.modeling.config import RoIHeadConfig
 from fasterrcnn.modeling.losses import smooth_l1
 from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
@@ -118,11 +119,13 @@ class RoIHeads(nn.Module):
             )
         return roi_pool(features, boxes, self.output_size, self.spatial_scale)
 
-    def predict(self, features: Tensor, rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def predict(self, features: Tensor, rois: list[Tensor], clock: StageClock = no_clock) -> tuple[Tensor, Tensor]:
         """Class logits [R, K+1] and class-specific deltas [R, 4(K+1)], in float32."""
-        x = self.box_head(self.pool(features, rois))
-        cls_logits, deltas = self.predictor(x.flatten(1))
-        return cls_logits.float(), deltas.float()
+        with clock("roi_pool"):
+            pooled = self.pool(features, rois)
+        with clock("det_head"):
+            cls_logits, deltas = self.predictor(self.box_head(pooled).flatten(1))
+            return cls_logits.float(), deltas.float()
 
     def forward(
         self,
@@ -130,18 +133,22 @@ class RoIHeads(nn.Module):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
+        clock: StageClock = no_clock,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         """Training (targets given): sample RoIs and return ([], losses). Inference: return
         ([{"boxes", "labels", "scores"}] per image in network-input coordinates, {})."""
         if targets is not None:
-            samples = [
-                sample_proposal_targets(p, t["boxes"], t["labels"], self.cfg, self.box_coder)
-                for p, t in zip(proposals, targets)
-            ]
-            cls_logits, deltas = self.predict(features, [s.rois for s in samples])
-            return [], self.loss(cls_logits, deltas, samples)
-        cls_logits, deltas = self.predict(features, proposals)
-        return self.postprocess(cls_logits, deltas, proposals, image_sizes), {}
+            with clock("roi_targets"):
+                samples = [
+                    sample_proposal_targets(p, t["boxes"], t["labels"], self.cfg, self.box_coder)
+                    for p, t in zip(proposals, targets)
+                ]
+            cls_logits, deltas = self.predict(features, [s.rois for s in samples], clock)
+            with clock("det_loss"):
+                return [], self.loss(cls_logits, deltas, samples)
+        cls_logits, deltas = self.predict(features, proposals, clock)
+        with clock("postprocess"):
+            return self.postprocess(cls_logits, deltas, proposals, image_sizes), {}
 
     def loss(self, cls_logits: Tensor, deltas: Tensor, samples: list[RoISample]) -> dict[str, Tensor]:
         """`det_cls`: cross-entropy over sampled RoIs; `det_reg`: smooth L1 on the deltas of

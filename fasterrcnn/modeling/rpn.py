@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fasterrcnn.anchors import AnchorGenerator, anchors_inside
+from fasterrcnn.modeling.clock import StageClock, no_clock
 from fasterrcnn.modeling.config import AnchorConfig, RPNConfig
 from fasterrcnn.modeling.losses import smooth_l1
 from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
@@ -159,19 +160,23 @@ class RegionProposalNetwork(nn.Module):
         scales: list[float],
         gt_boxes: list[Tensor] | None = None,
         num_proposals: int | None = None,
+        clock: StageClock = no_clock,
     ) -> RPNOutput:
         """Proposals for each image (and the losses when `gt_boxes` are given); with
         `num_proposals`, that many are kept after NMS instead of the configured top-M."""
-        cls_logits, deltas = self.head(features)
-        logits, flat_deltas = self.head.flatten(cls_logits, deltas)
-        anchors = self.anchor_generator(tuple(features.shape[-2:]))
-        proposals, scores = self.proposal_layer(
-            anchors, logits.detach(), flat_deltas.detach(), image_sizes, scales, post_n=num_proposals
-        )
+        with clock("rpn_head"):
+            cls_logits, deltas = self.head(features)
+            logits, flat_deltas = self.head.flatten(cls_logits, deltas)
+            anchors = self.anchor_generator(tuple(features.shape[-2:]))
+        with clock("proposals"):
+            proposals, scores = self.proposal_layer(
+                anchors, logits.detach(), flat_deltas.detach(), image_sizes, scales, post_n=num_proposals
+            )
         losses: dict[str, Tensor] = {}
         if gt_boxes is not None:
-            num_locations = features.shape[-2] * features.shape[-1]
-            losses = self.loss(anchors, logits, flat_deltas, image_sizes, gt_boxes, num_locations)
+            with clock("rpn_loss"):
+                num_locations = features.shape[-2] * features.shape[-1]
+                losses = self.loss(anchors, logits, flat_deltas, image_sizes, gt_boxes, num_locations)
         return RPNOutput(proposals, scores, losses)
 
     def loss(
