@@ -12,12 +12,9 @@ from fasterrcnn.engine.config import TrainConfig
 from fasterrcnn.engine.report import train_and_evaluate
 from fasterrcnn.engine.trainer import Trainer
 
+from .conftest import QUICK
+
 pytestmark = pytest.mark.slow
-
-# Shared settings of these quick runs: the small preset at ~200 px, from scratch.
-QUICK = dict(preset="small", min_size=192, max_size=320, batch_size=2, lr=0.02, weight_decay=0.0001,
-             warmup_iters=20, num_workers=0, progress=False, log_every=10)
-
 
 def quiet(_msg: str) -> None:
     pass
@@ -32,15 +29,10 @@ def tiny_set(tmp_path_factory):
     return root
 
 
-def test_overfits_a_few_images_to_near_perfect_map(tmp_path):
+def test_overfits_a_few_images_to_near_perfect_map(overfit_run):
     """The whole method (anchors, RPN targets and loss, proposals, RoI sampling, the head, NMS)
     must be able to memorise three images: near-zero loss and mAP@0.5 >= 0.95 on them."""
-    data = tmp_path / "data"
-    generate(data, num_train=3, num_test=0, min_size=192, max_size=256, min_object=32, max_object=150,
-             max_objects=4, seed=1, progress=False)
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=10**6, max_iters=150, flip_prob=0.0,
-                      val_split="train", **QUICK)
-    summary = train_and_evaluate(cfg, log=quiet)
+    summary = overfit_run["summary"]
     losses = summary["train"]["final_losses"]
     assert sum(losses.values()) < 0.3, losses
     assert summary["eval"]["map07"] >= 0.95 and summary["eval"]["map10"] >= 0.95, summary["eval"]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fasterrcnn.engine.precision import autocast
-from fasterrcnn.modeling.faster_rcnn import FasterRCNN, build_model
+from fasterrcnn.modeling.faster_rcnn import build_model
 
 __all__ = ["INFERENCE_STAGES", "TRAIN_STAGES", "StageTimer", "format_profile", "peak_rss_mb", "profile_model"]
 
@@ -112,17 +112,6 @@ def _targets(n: int, size: tuple[int, int], num_classes: int, device: torch.devi
     return out
 
 
-def prepare(model: FasterRCNN, precision: str, channels_last: bool, fold_bn: bool = True) -> FasterRCNN:
-    """Apply the speed settings of issue 5 to a model for inference."""
-    if fold_bn and not model.training:
-        from fasterrcnn.modeling.backbones import fold_batchnorm
-
-        fold_batchnorm(model.backbone)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
 def profile_model(
     preset: str = "vgg16",
     *,
@@ -147,8 +136,7 @@ def profile_model(
     timer = StageTimer(dev)
     images = _images(batch_size, image_size, dev)
     if mode == "inference":
-        model.eval()
-        prepare(model, precision, channels_last)
+        model.prepare_for_inference(channels_last=channels_last)
 
         def run() -> None:
             with torch.inference_mode(), autocast(dev, precision):

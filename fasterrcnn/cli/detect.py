@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-draw", dest="draw", action="store_false", help="only write detections.json")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision (default fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster with bf16 on CPU)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
+    model.prepare_for_inference(channels_last=args.channels_last)
     fmt = f".{args.image_format}" if args.image_format else None
     res = detect_files(
         model, paths, args.out, device=device, precision=precision, score_thresh=args.score_thresh,

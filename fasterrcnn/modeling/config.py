@@ -109,6 +109,7 @@ class ModelConfig:
     num_classes: int = 20
     class_names: list[str] | None = None
     frozen_stages: int | None = None  # None = the backbone's default (VGG-16: conv1, conv2)
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # e.g. small: {"norm": "gn"}
     legacy_plus_one: bool = False  # the paper code's +1 pixel convention in box coding / IoU
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -204,6 +205,8 @@ def _coerce(value: Any, name: str, annotation: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
+    if base.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping, got {value!r}")
     if base == "str" and not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {value!r}")
     return value

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from fasterrcnn.errors import ConfigError
 from fasterrcnn.modeling.backbones import build_backbone
 from fasterrcnn.modeling.clock import StageClock, no_clock
 from fasterrcnn.modeling.config import ModelConfig, preset_config
@@ -49,7 +50,10 @@ class FasterRCNN(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        trunk, box_head, info = build_backbone(config.backbone, frozen_stages=config.frozen_stages)
+        try:
+            trunk, box_head, info = build_backbone(config.backbone, frozen_stages=config.frozen_stages, **config.backbone_options)
+        except ValueError as exc:
+            raise ConfigError(f"backbone {config.backbone!r}: {exc}") from exc
         self.backbone_info = info
         t = config.transform
         self.transform = DetectionTransform(
@@ -108,9 +112,26 @@ class FasterRCNN(nn.Module):
         self._backbone_frozen = frozen
         return self.train(self.training)
 
+
+    def prepare_for_inference(self, channels_last: bool = False) -> FasterRCNN:
+        """Eval mode plus the inference-only speed-ups: BatchNorm folded into the preceding
+        convs (small, ResNets) and, optionally, the channels_last memory format (faster with
+        bf16 autocast on CPU). Irreversible: do not train or save the model afterwards."""
+        from fasterrcnn.modeling.backbones import fold_batchnorm
+
+        self.eval()
+        fold_batchnorm(self.backbone)
+        fold_batchnorm(self.roi_heads.box_head)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._inference_only = True
+        return self
+
     def train(self, mode: bool = True) -> FasterRCNN:
         """As nn.Module.train, but a frozen backbone stays in eval mode (normalisation
-        statistics fixed too)."""
+        statistics fixed too); a model prepared for inference cannot train."""
+        if mode and getattr(self, "_inference_only", False):
+            raise RuntimeError("this model was prepared for inference (BatchNorm folded); reload it to train")
         super().train(mode)
         if mode and self._backbone_frozen:
             self.backbone.eval()

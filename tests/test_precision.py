@@ -1,0 +1,72 @@
+"""bf16 autocast against fp32 on a trained model: the same detections up to a stated tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fasterrcnn import load_checkpoint
+from fasterrcnn.data import build_dataset
+from fasterrcnn.engine.precision import autocast, resolve_precision
+from fasterrcnn.errors import ConfigError
+from fasterrcnn.ops import box_iou
+
+# Tolerance: every fp32 detection with score >= 0.5 has a bf16 detection of the same class with
+# IoU >= 0.9 and a score within 0.1, and vice versa (bf16 keeps 8 bits of mantissa in the
+# convolutions and fc layers; box decoding, NMS and losses stay in float32).
+SCORE, IOU, DSCORE = 0.5, 0.9, 0.1
+
+
+def matched(a: dict, b: dict) -> bool:
+    a_keep, b_keep = a["scores"] >= SCORE, b["scores"] >= SCORE - DSCORE
+    if a_keep.sum() == 0:
+        return True
+    iou = box_iou(a["boxes"][a_keep], b["boxes"][b_keep])
+    same = a["labels"][a_keep][:, None] == b["labels"][b_keep][None, :]
+    close = (a["scores"][a_keep][:, None] - b["scores"][b_keep][None, :]).abs() <= DSCORE
+    return bool(((iou >= IOU) & same & close).any(1).all())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_and_fp32_give_the_same_detections(overfit_run, channels_last):
+    model, _ = load_checkpoint(overfit_run["checkpoint"])
+    model.prepare_for_inference(channels_last=channels_last)
+    ds = build_dataset(overfit_run["data"], "train", train=False, classes=model.class_names,
+                       min_size=model.config.transform.min_size, max_size=model.config.transform.max_size)
+    cpu = torch.device("cpu")
+    n_checked = 0
+    for i in range(len(ds)):
+        image, _ = ds[i]
+        with torch.no_grad():
+            fp32 = model([image])[0]
+            with autocast(cpu, "bf16"):
+                bf16 = model([image])[0]
+        assert bf16["boxes"].dtype == torch.float32  # decoded and returned in float32
+        assert matched(fp32, bf16) and matched(bf16, fp32)
+        n_checked += int((fp32["scores"] >= SCORE).sum())
+    assert n_checked >= 3  # the trained model does detect the objects
+
+
+def test_bf16_training_step_keeps_float32_losses_and_weights():
+    from fasterrcnn import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small", 2, min_size=160, max_size=256).train()
+    images = [torch.rand(3, 160, 200)]
+    targets = [{"boxes": torch.tensor([[10.0, 20, 120, 150]]), "labels": torch.tensor([1])}]
+    with autocast(torch.device("cpu"), "bf16"):
+        losses = model(images, targets)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        resolve_precision("int8", cpu)
