@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads that busy-wait between the many medium-sized ops of detection slow them
+    # down many times over when another process competes for the cores; sleeping instead
+    # costs nothing measurable (BENCHMARKS.md). It must be set before torch is imported, which
+    # the subcommands do lazily; an explicit setting in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

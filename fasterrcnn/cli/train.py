@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=int, help="epochs (per step with --schedule alternating; default 10)")
     g.add_argument("--stage-epochs", help="alternating: epochs of steps 1-4, e.g. 4,2,4,2")
     g.add_argument("--batch-size", type=int, help="images per mini-batch (default 1)")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (the paper's, default) or adamw")
     g.add_argument("--lr", type=float, help="base learning rate (default 0.001)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, help="weight decay (default 0.0005)")

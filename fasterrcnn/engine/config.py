@@ -42,6 +42,7 @@ class TrainConfig:
     epochs: int = 10
     stage_epochs: list[int] | None = None  # alternating: epochs of steps 1-4 (default: `epochs` each)
     batch_size: int = 1  # images per mini-batch (paper: 1)
+    optimizer: str = "sgd"  # sgd (paper) | adamw
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0005
@@ -78,6 +79,7 @@ class TrainConfig:
              "stage_epochs: four numbers >= 1 (steps 1-4 of alternating training)"),
             (self.batch_size >= 1, "batch_size >= 1"),
             (self.lr > 0, "lr > 0"),
+            (self.optimizer in ("sgd", "adamw"), "optimizer: sgd or adamw"),
             (0 <= self.momentum < 1, "momentum in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay >= 0"),
             (all(0 < s < 1 for s in self.lr_steps) and list(self.lr_steps) == sorted(self.lr_steps),

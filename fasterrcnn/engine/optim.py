@@ -1,6 +1,6 @@
 """Optimiser and learning-rate schedule of the paper (Sec. 3.3 and the code).
 
-SGD with momentum 0.9 and weight decay 0.0005; learning rate 0.001 for the first 60k
+SGD with momentum 0.9 and weight decay 0.0005 (AdamW is an option, see build_optimizer); learning rate 0.001 for the first 60k
 mini-batches and 0.0001 for the next 20k on PASCAL VOC, i.e. one step of x0.1 after 75% of
 training. The Caffe code trains biases with twice the learning rate and no weight decay
 (`lr_mult: 2, decay_mult: 0`). A linear warm-up (not in the paper; detectron's) is optional
@@ -26,9 +26,14 @@ def build_optimizer(
     bias_lr_factor: float = 2.0,
     bias_weight_decay: float = 0.0,
     norm_weight_decay: float = 0.0,
-) -> torch.optim.SGD:
-    """SGD over the trainable parameters; biases get `bias_lr_factor` x lr and
-    `bias_weight_decay`, normalisation layers' affine parameters `norm_weight_decay`."""
+    kind: str = "sgd",
+) -> torch.optim.Optimizer:
+    """SGD (the paper's) or AdamW over the trainable parameters; biases get `bias_lr_factor`
+    x lr and `bias_weight_decay`, normalisation layers' affine parameters `norm_weight_decay`.
+    AdamW (betas 0.9, 0.999; decoupled weight decay) is an option for training small networks
+    from scratch in few iterations, where it converges faster than SGD."""
+    if kind not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {kind!r}")
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
     for module in model.modules():
@@ -48,6 +53,8 @@ def build_optimizer(
         {"params": ps, "lr": group_lr, "weight_decay": wd, "lr_factor": group_lr / lr}
         for (group_lr, wd), ps in sorted(groups.items())
     ]
+    if kind == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 

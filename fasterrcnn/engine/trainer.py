@@ -234,7 +234,7 @@ class Trainer:
             getattr(model, spec.trainable).requires_grad_(True)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay)
+        optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay, kind=cfg.optimizer)
         total_iters = self._stage_iters(spec)
         steps = [int(f * total_iters) for f in cfg.lr_steps]
         scheduler = WarmupStepLR(optimizer, steps, cfg.gamma, min(cfg.warmup_iters, total_iters), cfg.warmup_factor)
