@@ -147,3 +147,27 @@ def test_cli_synth_then_check(tmp_path, capsys):
     assert rc == 2 and "missing: data set path not found" in capsys.readouterr().err
     rc = main(["data", "synth", "--out", str(tmp_path / "bad"), "--classes", "blob"])
     assert rc == 2 and "unknown shape" in capsys.readouterr().err
+
+
+def test_rigid_shapes_keep_their_proportions_others_span_1_3_to_3_1():
+    from fasterrcnn.data.synth import RIGID_CLASSES
+
+    cfg = SynthConfig()
+    aspects: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(60):
+        _, objects = render_image(image_rng(7, "train", i), cfg)
+        for o in objects:
+            x0, y0, x1, y1 = o.full_box  # the whole shape's box, before occlusion and truncation
+            aspects[o.name in RIGID_CLASSES].append((x1 - x0) / (y1 - y0))
+    rigid, other = np.array(aspects[True]), np.array(aspects[False])
+    # rounding to whole pixels moves tiny boxes' aspect a little beyond 1.3
+    assert len(rigid) > 20 and rigid.max() <= 1.3 * 1.15 and rigid.min() >= 1 / (1.3 * 1.15)
+    assert other.max() > 2.5 and other.min() < 1 / 2.5  # the 1:3..3:1 boxes are there
+
+
+def test_textures_option(tmp_path):
+    cfg = SynthConfig(textures=("solid",))
+    _, objects = render_image(image_rng(0, "train", 3), cfg)
+    assert objects and {o.texture for o in objects} == {"solid"}
+    with pytest.raises(ConfigError, match="textures must be a non-empty subset"):
+        SynthConfig(textures=("plaid",)).validate()

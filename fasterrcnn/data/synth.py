@@ -9,12 +9,15 @@ the same reader as real data.
 Design (defaults in `SynthConfig`):
 
 * 7 classes of shapes (`SYNTH_CLASSES`): circle, square, triangle, star, ring, hexagon,
-  cross. Each is stretched to its box, so "circle" covers ellipses and "square" rectangles;
-  triangles, stars and hexagons are also rotated at random before being fitted to the box.
+  cross. Each is fitted to its box, so "circle" covers ellipses and "square" rectangles;
+  triangles, stars and hexagons are rotated at random and keep their proportions (box aspect
+  within 1:1.3, `RIGID_CLASSES`), since stretched far they would no longer look like
+  themselves.
 * Object size sqrt(w * h) log-uniform in [20, 400] px and aspect ratio w / h log-uniform in
-  [1/3, 3] (shrunk to fit the image): every anchor scale (128^2, 256^2, 512^2 at the training
-  scale) and ratio (1:2, 1:1, 2:1) is exercised.
-* Textures: solid, stripes (any angle), checker, noise, gradient; saturated colours.
+  [1/3, 3] for the other classes (shrunk to fit the image): every anchor scale and ratio
+  (1:2, 1:1, 2:1) is exercised.
+* Textures: solid, stripes (any angle), checker, noise, gradient, in saturated colours; the
+  patterns use shades of one hue, so they vary the fill without cutting across the silhouette.
 * 1-8 objects per image, placed largest first, so that smaller ones partially occlude larger
   ones; a placement is rejected if it would leave any object less than 25% visible, and 15%
   of objects may be cut by the image border. Boxes are the extents of the *visible* pixels.
@@ -46,7 +49,7 @@ from PIL import Image, ImageDraw
 
 from fasterrcnn.errors import ConfigError
 
-__all__ = ["SYNTH_CLASSES", "SynthConfig", "render_image", "generate", "SynthObject"]
+__all__ = ["RIGID_CLASSES", "SYNTH_CLASSES", "SynthConfig", "render_image", "generate", "SynthObject"]
 
 SYNTH_CLASSES: tuple[str, ...] = (
     "circle",
@@ -57,10 +60,14 @@ SYNTH_CLASSES: tuple[str, ...] = (
     "hexagon",
     "cross",
 )
+# Shapes defined by their proportions: stretched far, a triangle or a star stops looking like
+# one, so they keep an aspect ratio near their own (rotated) one. Ellipses (circle), rectangles
+# (square), rings and crosses stay themselves at any ratio and carry the 1:3..3:1 boxes.
+RIGID_CLASSES: frozenset[str] = frozenset({"triangle", "star", "hexagon"})
 TEXTURES = ("solid", "stripes", "checker", "noise", "gradient")
 _BICUBIC = getattr(Image, "Resampling", Image).BICUBIC  # Pillow < 9.1 has no enums
 _SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,9 @@ class SynthConfig:
     max_objects: int = 8
     min_object: float = 20.0  # sqrt(w * h) of an object box, log-uniform in [min, max]
     max_object: float = 400.0
-    max_aspect: float = 3.0  # w / h log-uniform in [1 / max_aspect, max_aspect]
+    max_aspect: float = 3.0  # w / h log-uniform in [1 / max_aspect, max_aspect] ...
+    rigid_max_aspect: float = 1.3  # ... except for the RIGID_CLASSES, which keep their proportions
+    textures: tuple[str, ...] = TEXTURES  # object fills drawn from
     image_format: str = "jpg"  # jpg or png
     jpeg_quality: int = 90
     min_visible: float = 0.25  # placements leaving an object less visible are rejected
@@ -112,8 +121,11 @@ class SynthConfig:
                 "object sizes must satisfy 4 <= min <= max, "
                 f"got {self.min_object}..{self.max_object}"
             )
-        if self.max_aspect < 1:
-            raise ConfigError(f"max_aspect must be >= 1, got {self.max_aspect}")
+        if self.max_aspect < 1 or self.rigid_max_aspect < 1:
+            raise ConfigError(f"max_aspect and rigid_max_aspect must be >= 1, got {self.max_aspect}, {self.rigid_max_aspect}")
+        bad = [t for t in self.textures if t not in TEXTURES]
+        if not self.textures or bad:
+            raise ConfigError(f"textures must be a non-empty subset of {', '.join(TEXTURES)}, got {list(self.textures)}")
         if self.image_format not in ("jpg", "png"):
             raise ConfigError(f"image_format must be jpg or png, got {self.image_format!r}")
         return self
@@ -261,11 +273,13 @@ def _shape_mask(name: str, w: int, h: int, rng: np.random.Generator) -> np.ndarr
     return np.asarray(im) > 127
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:
+def _texture(rng: np.random.Generator, h: int, w: int, textures: Sequence[str] = TEXTURES) -> tuple[np.ndarray, str]:
     """float32 [h, w, 3] fill of an object, and the texture's name."""
-    kind = TEXTURES[int(rng.integers(len(TEXTURES)))]
+    kind = textures[int(rng.integers(len(textures)))]
     c1 = _vivid(rng)
-    c2 = _vivid(rng) if rng.random() < 0.5 else c1 * rng.uniform(0.3, 0.65)
+    # the second colour is a shade of the first: patterns vary the fill without drawing strong
+    # edges across the silhouette, which is what tells the classes apart
+    c2 = c1 * rng.uniform(0.45, 0.75)
     if kind == "solid":
         return np.broadcast_to(c1, (h, w, 3)).astype(np.float32), kind
     ys = np.arange(h, dtype=np.float32)[:, None]
@@ -283,7 +297,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         return (c1 + t[..., None] * (c2 - c1)).astype(np.float32), kind
     else:  # noise
-        noise = rng.standard_normal((h, w, 1), dtype=np.float32) * rng.uniform(15, 35)
+        noise = rng.standard_normal((h, w, 1), dtype=np.float32) * rng.uniform(10, 25)
         return (c1 + noise).astype(np.float32), kind
     return np.where(m[..., None], c1, c2).astype(np.float32), kind
 
@@ -308,7 +322,8 @@ def render_image(
     for _ in range(n):
         name = cfg.classes[int(rng.integers(len(cfg.classes)))]
         s = math.exp(rng.uniform(lo, hi))
-        r = math.exp(rng.uniform(-math.log(cfg.max_aspect), math.log(cfg.max_aspect)))
+        max_aspect = cfg.rigid_max_aspect if name in RIGID_CLASSES else cfg.max_aspect
+        r = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))
         bw, bh = s * math.sqrt(r), s / math.sqrt(r)
         f = min(1.0, 0.95 * W / bw, 0.95 * H / bh)
         specs.append((bw * f * bh * f, name, bw * f, bh * f))
@@ -335,7 +350,7 @@ def render_image(
         k = len(placed) + 1
         for j, nlost in enumerate(lost):
             visible[j] -= int(nlost)
-        tex, tex_name = _texture(rng, h, w)
+        tex, tex_name = _texture(rng, h, w, cfg.textures)
         # the part of the shape's box inside the image
         ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
         m = mask[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
@@ -475,7 +490,7 @@ def generate(
     Files: JPEGImages/<split>_NNNNNN.jpg, Annotations/<split>_NNNNNN.xml,
     ImageSets/Main/train.txt and test.txt, and synth.json (the options used)."""
     cfg = replace(cfg or SynthConfig(), **overrides) if overrides or cfg is None else cfg
-    cfg = replace(cfg, classes=tuple(cfg.classes)).validate()
+    cfg = replace(cfg, classes=tuple(cfg.classes), textures=tuple(cfg.textures)).validate()
     out = os.fspath(out)
     for d in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, d), exist_ok=True)
@@ -548,6 +563,7 @@ def config_from_dir(path: str | os.PathLike) -> SynthConfig | None:
         meta = json.load(f)
     fields = {k: v for k, v in meta.items() if k in SynthConfig.__dataclass_fields__}
     fields["classes"] = tuple(fields.get("classes", SYNTH_CLASSES))
+    fields["textures"] = tuple(fields.get("textures", TEXTURES))
     return SynthConfig(**fields)
 
 

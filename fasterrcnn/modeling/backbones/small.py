@@ -167,23 +167,35 @@ def _init_trunk(trunk: nn.Module) -> None:
             nn.init.zeros_(m.bn3.weight)
 
 
+def _head_norm(kind: str | None, channels: int, conv: bool) -> nn.Module:
+    if kind is None:
+        return nn.Identity()
+    if kind == "bn":
+        return nn.BatchNorm2d(channels) if conv else nn.BatchNorm1d(channels)
+    if kind == "gn":
+        return nn.GroupNorm(min(32, channels // 4), channels)
+    raise ValueError(f"head_norm must be None, 'bn' or 'gn', got {kind!r}")
+
+
 class SmallHead(nn.Module):
     """1x1 conv C -> 64 + ReLU, fc6, fc7 (ReLU each): Tensor[R, C, 7, 7] -> Tensor[R, 512].
 
-    `norm=True` adds BatchNorm after the 1x1 conv and after fc6/fc7 (statistics over the
-    sampled RoIs): normalised heads train faster from scratch (He et al., "Rethinking
-    ImageNet Pre-training", 2019)."""
+    `norm` adds a normalisation after the 1x1 conv and after fc6/fc7: "gn" (GroupNorm, each
+    RoI on its own) or "bn" (BatchNorm over the sampled RoIs; needs more than one RoI per batch
+    in training). Normalised heads train much faster from scratch (He et al., "Rethinking
+    ImageNet Pre-training", 2019; measured in BENCHMARKS.md)."""
 
     def __init__(self, in_channels: int = 256, pool_size: int = 7, reduced: int = 64,
-                 hidden: int = 512, dropout: float = 0.0, norm: bool = False):
+                 hidden: int = 512, dropout: float = 0.0, norm: str | None = None):
         super().__init__()
         self.out_features = hidden
-        self.reduce = nn.Conv2d(in_channels, reduced, 1, bias=not norm)
-        self.fc6 = nn.Linear(reduced * pool_size * pool_size, hidden, bias=not norm)
-        self.fc7 = nn.Linear(hidden, hidden, bias=not norm)
-        self.norm_reduce = nn.BatchNorm2d(reduced) if norm else nn.Identity()
-        self.norm6 = nn.BatchNorm1d(hidden) if norm else nn.Identity()
-        self.norm7 = nn.BatchNorm1d(hidden) if norm else nn.Identity()
+        bias = norm is None
+        self.reduce = nn.Conv2d(in_channels, reduced, 1, bias=bias)
+        self.fc6 = nn.Linear(reduced * pool_size * pool_size, hidden, bias=bias)
+        self.fc7 = nn.Linear(hidden, hidden, bias=bias)
+        self.norm_reduce = _head_norm(norm, reduced, conv=True)
+        self.norm6 = _head_norm(norm, hidden, conv=False)
+        self.norm7 = _head_norm(norm, hidden, conv=False)
         self.drop6 = nn.Dropout(dropout)
         self.drop7 = nn.Dropout(dropout)
         nn.init.kaiming_normal_(self.reduce.weight, mode="fan_out", nonlinearity="relu")
@@ -201,7 +213,7 @@ class SmallHead(nn.Module):
 
 def build_small(
     frozen_stages: int | None = None, *, norm: str = "bn", head_features: int = 512,
-    dropout: float = 0.0, head_norm: bool = False,
+    dropout: float = 0.0, head_norm: str | None = None,
 ) -> tuple[SmallTrunk, SmallHead, BackboneInfo]:
     frozen_stages = check_frozen_stages("small", 0 if frozen_stages is None else frozen_stages, 4)
     trunk = SmallTrunk(norm=norm)
