@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="subset of circle,square,triangle,star,ring,hexagon,cross (default: all 7)",
     )
     s.add_argument(
+        "--textures",
+        metavar="A,B,...",
+        help="subset of solid,stripes,checker,noise,gradient for the object fills (default: all 5)",
+    )
+    s.add_argument(
         "--max-objects",
         type=int,
         default=8,
@@ -148,7 +153,7 @@ def _classes(text: str | None) -> list[str] | None:
 def _run_synth(args: argparse.Namespace) -> int:
     import os
 
-    from fasterrcnn.data.synth import SYNTH_CLASSES, SynthConfig, generate
+    from fasterrcnn.data.synth import SYNTH_CLASSES, TEXTURES, SynthConfig, generate
     from fasterrcnn.errors import ConfigError
 
     if args.workers < 1:
@@ -161,6 +166,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         min_size=args.min_size,
         max_size=args.max_size,
         classes=classes,
+        textures=tuple(_classes(args.textures) or TEXTURES),
         max_objects=args.max_objects,
         min_object=args.min_object,
         max_object=args.max_object,

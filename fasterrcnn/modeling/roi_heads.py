@@ -112,7 +112,9 @@ class RoIHeads(nn.Module):
 
     def pool(self, features: Tensor, rois: list[Tensor]) -> Tensor:
         """RoI pooling (or RoIAlign) of each image's RoIs: Tensor[sum R_i, C, p, p]."""
-        boxes = [r.to(features.dtype) for r in rois]
+        # Coordinates stay float32 even when the features are bf16: bf16 keeps 8 bits of
+        # mantissa, i.e. steps of 2-4 px at 256-1000 px, enough to move a quantised bin by a cell.
+        boxes = [r.float() if r.dtype in (torch.float16, torch.bfloat16) else r for r in rois]
         if self.cfg.pooler == "roi_align":
             return roi_align(
                 features, boxes, self.output_size, self.spatial_scale, self.cfg.sampling_ratio, self.cfg.aligned
