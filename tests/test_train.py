@@ -9,9 +9,7 @@ import torch
 
 from fasterrcnn.data.synth import generate
 from fasterrcnn.engine.config import TrainConfig
-from fasterrcnn.engine.report import train_and_evaluate
 from fasterrcnn.engine.trainer import Trainer
-
 
 pytestmark = pytest.mark.slow
 
