@@ -232,3 +232,11 @@ def test_lazy_public_api():
     assert callable(fasterrcnn.build_model) and fasterrcnn.FasterRCNN.__name__ == "FasterRCNN"
     with pytest.raises(AttributeError):
         fasterrcnn.not_there  # noqa: B018
+
+
+def test_backbone_option_override_by_dotted_key():
+    m = build_model("small", 3, **{"backbone_options.head_norm": "bn"})
+    assert m.config.backbone_options == {"head_norm": "bn"}
+    assert isinstance(m.roi_heads.box_head.norm6, torch.nn.BatchNorm1d)
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_model("small", 3, **{"backbone_options.bogus": 1})

@@ -217,8 +217,9 @@ def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], where: str = "o
 
     Accepts nested sections (``{"rpn": {"nms_thresh": 0.6}}``), dotted keys
     (``{"rpn.nms_thresh": 0.6}``), and bare field names when they name exactly one field
-    (``{"min_size": 400}`` -> transform.min_size). Unknown or ambiguous names raise a
-    ConfigError listing the valid ones.
+    (``{"min_size": 400}`` -> transform.min_size), and ``backbone_options.KEY`` for one
+    keyword of the backbone builder (``{"backbone_options.head_norm": "bn"}``; the builder
+    checks the keyword). Unknown or ambiguous names raise a ConfigError listing the valid ones.
     """
     for key, value in overrides.items():
         if key in _SECTIONS and isinstance(value, dict):
@@ -231,6 +232,9 @@ def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], where: str = "o
 
 def _set(cfg: ModelConfig, key: str, value: Any, where: str) -> None:
     parts = key.split(".")
+    if len(parts) == 2 and parts[0] == "backbone_options" and parts[1]:
+        cfg.backbone_options = {**cfg.backbone_options, parts[1]: value}
+        return
     if len(parts) == 1:
         top = {f.name for f in dataclasses.fields(ModelConfig)} - set(_SECTIONS)
         if key in top:
