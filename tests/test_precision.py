@@ -74,3 +74,24 @@ def test_precision_resolution():
         resolve_precision("fp16", cpu)
     with pytest.raises(ConfigError, match="precision must be one of"):
         resolve_precision("int8", cpu)
+
+
+def test_weights_stored_in_bf16_give_what_autocast_gives(overfit_run):
+    """prepare_for_inference(autocast_dtype=bf16) stores the backbone and box head weights in
+    bf16 once; autocast would cast them to the same values on every call."""
+    cpu = torch.device("cpu")
+    a, _ = load_checkpoint(overfit_run["checkpoint"])
+    b, _ = load_checkpoint(overfit_run["checkpoint"])
+    a.prepare_for_inference(channels_last=True)
+    b.prepare_for_inference(channels_last=True, autocast_dtype=torch.bfloat16)
+    assert next(b.backbone.parameters()).dtype == torch.bfloat16
+    assert b.roi_heads.predictor.cls_score.weight.dtype == torch.float32
+    ds = build_dataset(overfit_run["data"], "train", train=False, classes=a.class_names,
+                       min_size=a.config.transform.min_size, max_size=a.config.transform.max_size)
+    image, _ = ds[0]
+    with torch.no_grad(), autocast(cpu, "bf16"):
+        da, db = a([image])[0], b([image])[0]
+    assert da["boxes"].shape == db["boxes"].shape and da["boxes"].shape[0] > 0
+    torch.testing.assert_close(db["boxes"], da["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(db["scores"], da["scores"], atol=1e-4, rtol=0)
+    assert torch.equal(da["labels"], db["labels"])

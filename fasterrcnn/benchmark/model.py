@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from fasterrcnn.engine.precision import autocast
+from fasterrcnn.engine.precision import autocast, autocast_dtype
 from fasterrcnn.modeling.faster_rcnn import build_model
 
 __all__ = ["INFERENCE_STAGES", "TRAIN_STAGES", "StageTimer", "format_profile", "peak_rss_mb", "profile_model"]
@@ -136,7 +136,7 @@ def profile_model(
     timer = StageTimer(dev)
     images = _images(batch_size, image_size, dev)
     if mode == "inference":
-        model.prepare_for_inference(channels_last=channels_last)
+        model.prepare_for_inference(channels_last=channels_last, autocast_dtype=autocast_dtype(precision))
 
         def run() -> None:
             with torch.inference_mode(), autocast(dev, precision):

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fasterrcnn.cli.train import parse_overrides
     from fasterrcnn.engine.detect import detect_files, find_images
-    from fasterrcnn.engine.precision import resolve_device, resolve_precision
+    from fasterrcnn.engine.precision import autocast_dtype, resolve_device, resolve_precision
     from fasterrcnn.errors import ConfigError
     from fasterrcnn.modeling.checkpoint import load_checkpoint
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
-    model.prepare_for_inference(channels_last=args.channels_last)
+    model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
     fmt = f".{args.image_format}" if args.image_format else None
     res = detect_files(
         model, paths, args.out, device=device, precision=precision, score_thresh=args.score_thresh,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from fasterrcnn.cli.train import parse_overrides
     from fasterrcnn.data import build_dataset
     from fasterrcnn.engine.evaluate import evaluate_detections, evaluate_model
-    from fasterrcnn.engine.precision import resolve_device, resolve_precision
+    from fasterrcnn.engine.precision import autocast_dtype, resolve_device, resolve_precision
     from fasterrcnn.errors import ConfigError
     from fasterrcnn.evaluation import format_results_table, load_detections_file
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         precision = resolve_precision(args.precision, device)
         model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
-        model.prepare_for_inference(channels_last=args.channels_last)
+        model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
         classes = model.class_names
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
                                 min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,

@@ -53,6 +53,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The low-precision dtype of `precision` (None for fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """The autocast context of `precision` (a no-op for fp32)."""
