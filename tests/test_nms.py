@@ -267,12 +267,16 @@ def test_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nms_module, "_GRID_BLOCK", 16)
     monkeypatch.setattr(nms_module, "_GRID_MAX_BLOCK", 64)
     monkeypatch.setattr(nms_module, "_DENSE_BLOCK", 8)
+    monkeypatch.setattr(nms_module, "_DENSE_MAX_KEEP", 8)
+    monkeypatch.setattr(nms_module, "_DENSE_SMALL_BLOCK", 4)
     for seed in range(40):
         boxes, scores, t, what = random_case(seed)
         boxes, scores = boxes[:300], scores[:300]
         assert nms(boxes, scores, t).tolist() == ref_nms(boxes, scores, t), what
-        want = ref_nms(boxes, scores, t)[:20]  # max_keep > _DENSE_BLOCK: the grid path
+        want = ref_nms(boxes, scores, t)[:20]  # max_keep > _DENSE_MAX_KEEP: the grid path
         assert nms(boxes, scores, t, max_keep=20).tolist() == want, what
+        # max_keep <= _DENSE_MAX_KEEP: every pair, in blocks of _DENSE_SMALL_BLOCK
+        assert nms(boxes, scores, t, max_keep=7).tolist() == want[:7], what
 
 
 def test_long_suppression_chain() -> None:
@@ -585,3 +589,19 @@ def test_cuda_matches_cpu() -> None:
             )
     out = nms(torch.zeros(0, 4, device="cuda"), torch.zeros(0, device="cuda"), 0.5)
     assert out.device.type == "cuda" and out.dtype == torch.int64
+
+
+def test_rpn_early_stop_on_clustered_boxes() -> None:
+    # a trained RPN's top-6000 crowd around a few objects: most candidates are suppressed and
+    # the early stop at 300 kept scans deep into the list (the small-block dense path)
+    g = torch.Generator().manual_seed(7)
+    centres = torch.rand(6, 2, generator=g) * torch.tensor([800.0, 600.0])
+    sizes = 30 + torch.rand(6, 2, generator=g) * 200
+    k = torch.randint(0, 6, (6000,), generator=g)
+    c = centres[k] + torch.randn(6000, 2, generator=g) * sizes[k] * 0.15
+    wh = sizes[k] * torch.exp(torch.randn(6000, 2, generator=g) * 0.2)
+    boxes = torch.cat([c - wh / 2, c + wh / 2], 1)
+    scores = torch.rand(6000, generator=g)
+    want = ref_nms(boxes, scores, 0.7, max_keep=300)
+    assert len(want) == 300
+    assert nms(boxes, scores, 0.7, max_keep=300).tolist() == want
