@@ -102,3 +102,22 @@ def test_config_file_and_command_line_merge(tmp_path):
     assert (cfg.data, cfg.epochs, cfg.lr) == ("d", 3, 0.02)  # the command line wins over the file
     assert cfg.model == {"rpn": {"nms_thresh": 0.6}, "roi_heads.pooler": "roi_align"}
     assert (cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.min_size) == (0.9, 0.0005, 1, 600)  # the paper's
+
+
+def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    """The demo's whole path (generate, train, evaluate, draw, summary) with a few images and
+    iterations; the full-size run and its figures are in BENCHMARKS.md."""
+    from fasterrcnn.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--train-images", "6", "--test-images", "3", "--iters", "4",
+                 "--detect-images", "2", "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/4]" in printed and "[4/4]" in printed and "demo finished" in printed
+    for f in ("train/model_final.pt", "train/loss_curve.png", "train/eval/report.json", "detections/detections.json"):
+        assert (out / f).exists(), f
+    assert len(list((out / "detections").glob("*.jpg"))) == 2
+    # a second run reuses the generated data set
+    assert main(["demo", "--out", str(out), "--train-images", "6", "--test-images", "3", "--iters", "2",
+                 "--detect-images", "1", "--workers", "0", "--no-progress"]) == 0
+    assert "reusing it" in capsys.readouterr().out
