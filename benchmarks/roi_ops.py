@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 
-from fasterrcnn.benchmark.ops import TORCHVISION_MS, random_boxes  # noqa: E402
+from fasterrcnn.benchmark.ops import TORCHVISION_MS, roi_cases  # noqa: E402
 from fasterrcnn.benchmark.timing import measure  # noqa: E402
 
 
@@ -31,40 +31,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
-    from fasterrcnn.ops.roi_pool import roi_pool
-
-    if args.only != "pool":
-        from fasterrcnn.ops.roi_align import roi_align
-
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    rois, _ = random_boxes(300, seed=1)
-    rois = torch.cat([torch.zeros(300, 1), rois], 1).to(dev)
-    feats = torch.randn(1, 512, 38, 50, generator=torch.Generator().manual_seed(2)).to(dev)
-    feats_g = feats.clone().requires_grad_(True)
-
-    def pool_fwd() -> None:
-        with torch.no_grad():
-            roi_pool(feats, rois, (7, 7), 1 / 16)
-
-    def pool_fwd_bwd() -> None:
-        feats_g.grad = None
-        roi_pool(feats_g, rois, (7, 7), 1 / 16).sum().backward()
-
-    def align_fwd() -> None:
-        with torch.no_grad():
-            roi_align(feats, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True)
-
-    def align_fwd_bwd() -> None:
-        feats_g.grad = None
-        roi_align(feats_g, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True).sum().backward()
-
-    cases = []
-    if args.only in (None, "pool"):
-        cases += [("roi_pool_fwd", pool_fwd), ("roi_pool_fwd_bwd", pool_fwd_bwd)]
-    if args.only in (None, "align"):
-        cases += [("roi_align_fwd", align_fwd), ("roi_align_fwd_bwd", align_fwd_bwd)]
+    cases = [(name, fn) for name, (fn, _) in roi_cases(dev).items()
+             if args.only is None or name.startswith(f"roi_{args.only}_")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {dev}")
     if dev.type == "cpu":
         # Contention probe: 300 element-wise adds of 235k floats, one parallel region each. On a

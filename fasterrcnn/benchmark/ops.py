@@ -47,19 +47,49 @@ def random_boxes(n: int, W: float = 800, H: float = 600, seed: int = 0) -> tuple
     return b, torch.rand(n, generator=g)
 
 
-def run_ops_benchmark(
-    repeat: int = 7, device: str = "cpu", dtype: torch.dtype = torch.float32
-) -> list[dict[str, object]]:
-    """Time every case; returns rows {case, ms, torchvision_ms, ratio, note}."""
-    from fasterrcnn.ops import nms, roi_align, roi_pool
+def roi_cases(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, tuple[Callable[[], object], str]]:
+    """The RoI-op cases of the workload: {case: (function to time, note)}, in table order."""
+    from fasterrcnn.ops import roi_align, roi_pool
 
     dev = torch.device(device)
-    boxes, scores = random_boxes(6000)
-    boxes, scores = boxes.to(dev, dtype), scores.to(dev, dtype)
     rois, _ = random_boxes(300, seed=1)
     rois = torch.cat([torch.zeros(300, 1), rois], 1).to(dev, dtype)
     feats = torch.randn(1, 512, 38, 50, generator=torch.Generator().manual_seed(2)).to(dev, dtype)
     feats_g = feats.clone().requires_grad_(True)
+
+    def pool_fwd() -> None:
+        with torch.no_grad():
+            roi_pool(feats, rois, (7, 7), 1 / 16)
+
+    def pool_fwd_bwd() -> None:
+        feats_g.grad = None
+        roi_pool(feats_g, rois, (7, 7), 1 / 16).sum().backward()
+
+    def align_fwd() -> None:
+        with torch.no_grad():
+            roi_align(feats, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True)
+
+    def align_fwd_bwd() -> None:
+        feats_g.grad = None
+        roi_align(feats_g, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True).sum().backward()
+
+    return {
+        "roi_pool_fwd": (pool_fwd, "300 RoIs, 1x512x38x50, 7x7, scale 1/16"),
+        "roi_pool_fwd_bwd": (pool_fwd_bwd, "forward + backward"),
+        "roi_align_fwd": (align_fwd, "300 RoIs, 7x7, sampling_ratio 2, aligned"),
+        "roi_align_fwd_bwd": (align_fwd_bwd, "forward + backward"),
+    }
+
+
+def run_ops_benchmark(
+    repeat: int = 7, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> list[dict[str, object]]:
+    """Time every case; returns rows {case, ms, torchvision_ms, ratio, note}."""
+    from fasterrcnn.ops import nms
+
+    dev = torch.device(device)
+    boxes, scores = random_boxes(6000)
+    boxes, scores = boxes.to(dev, dtype), scores.to(dev, dtype)
 
     rows: list[dict[str, object]] = []
 
@@ -84,27 +114,8 @@ def run_ops_benchmark(
         "6000 boxes, IoU 0.7, stop at 300 kept (RPN test setting)",
         ref="nms",
     )
-
-    def pool_fwd() -> None:
-        with torch.no_grad():
-            roi_pool(feats, rois, (7, 7), 1 / 16)
-
-    def pool_fwd_bwd() -> None:
-        feats_g.grad = None
-        roi_pool(feats_g, rois, (7, 7), 1 / 16).sum().backward()
-
-    def align_fwd() -> None:
-        with torch.no_grad():
-            roi_align(feats, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True)
-
-    def align_fwd_bwd() -> None:
-        feats_g.grad = None
-        roi_align(feats_g, rois, (7, 7), 1 / 16, sampling_ratio=2, aligned=True).sum().backward()
-
-    add("roi_pool_fwd", pool_fwd, "300 RoIs, 1x512x38x50, 7x7, scale 1/16")
-    add("roi_pool_fwd_bwd", pool_fwd_bwd, "forward + backward")
-    add("roi_align_fwd", align_fwd, "300 RoIs, 7x7, sampling_ratio 2, aligned")
-    add("roi_align_fwd_bwd", align_fwd_bwd, "forward + backward")
+    for case, (fn, note) in roi_cases(dev, dtype).items():
+        add(case, fn, note)
     return rows
 
 
