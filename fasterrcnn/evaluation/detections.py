@@ -47,6 +47,24 @@ __all__ = [
 _COCO_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
+def _boxes_labels_scores(
+    entry: Mapping, num_classes: int | None, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An entry's `boxes` [N, 4], `labels` [N] (object classes, >= 1) and finite `scores` [N],
+    checked; errors name `where`."""
+    boxes = _boxes(entry["boxes"], where)
+    labels = _labels(entry["labels"], boxes.shape[0], num_classes, where)
+    if labels.size and labels.min() < 1:
+        raise DataError(f"{where}: label {int(labels.min())} is not an object class (labels start at 1)")
+    scores = to_numpy(entry["scores"], np.float64, f"{where} scores").reshape(-1)
+    if scores.shape[0] != boxes.shape[0]:
+        raise DataError(f"{where}: {scores.shape[0]} scores for {boxes.shape[0]} boxes")
+    if not np.isfinite(scores).all():
+        j = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise DataError(f"{where}: score {j} is not finite ({scores[j]})")
+    return boxes, labels, scores
+
+
 def _number(value) -> float | None:
     """`value` as a float if it is a real number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -157,17 +175,7 @@ def detections_to_coco_results(dets, category_ids: Sequence[int] | None = None) 
         for key in ("boxes", "labels", "scores"):
             if key not in entry:
                 raise DataError(f"{where}: missing '{key}'")
-        boxes = _boxes(entry["boxes"], where)
-        labels = _labels(entry["labels"], boxes.shape[0], num_classes, where)
-        if labels.size and labels.min() < 1:
-            raise DataError(
-                f"{where}: label {int(labels.min())} is not an object class (labels start at 1)"
-            )
-        scores = to_numpy(entry["scores"], np.float64, f"{where} scores").reshape(-1)
-        if scores.shape[0] != boxes.shape[0]:
-            raise DataError(f"{where}: {scores.shape[0]} scores for {boxes.shape[0]} boxes")
-        if not np.isfinite(scores).all():
-            raise DataError(f"{where}: scores must be finite")
+        boxes, labels, scores = _boxes_labels_scores(entry, num_classes, where)
         for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist(), strict=True):
             x1, y1, x2, y2 = box
             out.append(
@@ -271,18 +279,7 @@ def _per_image_from_json(data: list, source: str, image_ids, num_classes) -> lis
             raise DataError(f"{where}: image_id must be an integer, got {_short(image_id)}")
         if known is not None and int(image_id) not in known:
             raise DataError(f"{where}: unknown image_id {int(image_id)} (not in the ground truth)")
-        boxes = _boxes(entry["boxes"], where)
-        labels = _labels(entry["labels"], boxes.shape[0], num_classes, where)
-        if labels.size and labels.min() < 1:
-            raise DataError(
-                f"{where}: label {int(labels.min())} is not an object class (labels start at 1)"
-            )
-        scores = to_numpy(entry["scores"], np.float64, f"{where} scores").reshape(-1)
-        if scores.shape[0] != boxes.shape[0]:
-            raise DataError(f"{where}: {scores.shape[0]} scores for {boxes.shape[0]} boxes")
-        if not np.isfinite(scores).all():
-            j = int(np.flatnonzero(~np.isfinite(scores))[0])
-            raise DataError(f"{where}: score {j} is not finite ({scores[j]})")
+        boxes, labels, scores = _boxes_labels_scores(entry, num_classes, where)
         out.append(
             {
                 "image_id": int(image_id),
