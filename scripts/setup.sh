@@ -16,9 +16,13 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     "${PIP[@]}" "torch==2.13.0"
 fi
 
-want="$("$PY" -c 'import hashlib,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest(), sys.executable)')"
+want="$("$PY" -c 'import hashlib,os,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest(), sys.executable, os.getcwd())')"
 have="$(cat .setup-stamp 2>/dev/null || true)"
-if [[ "$want" != "$have" ]] || ! "$PY" -c 'import fasterrcnn, pytest, pycocotools, matplotlib' 2>/dev/null; then
+# The import check runs outside the repository, so it sees what is installed (not ./fasterrcnn)
+# and fails when the installed package is another checkout's.
+here="$(pwd -P)"
+installed="$(cd / && "$PY" -c 'import os, fasterrcnn, pytest, pycocotools, matplotlib; print(os.path.realpath(os.path.dirname(os.path.dirname(fasterrcnn.__file__))))' 2>/dev/null || true)"
+if [[ "$want" != "$have" || "$installed" != "$here" ]]; then
     echo "setup: installing fasterrcnn (editable) with its dev extras"
     "${PIP[@]}" -e ".[dev]"
     echo "$want" > .setup-stamp
