@@ -240,3 +240,28 @@ def test_backbone_option_override_by_dotted_key():
     assert isinstance(m.roi_heads.box_head.norm6, torch.nn.BatchNorm1d)
     with pytest.raises(ConfigError, match="unknown option"):
         build_model("small", 3, **{"backbone_options.bogus": 1})
+
+
+def test_small_reduce_before_pool_pools_the_reduced_map():
+    """With `reduce_before_pool` the 1x1 conv runs on the feature map and the pooling reads its
+    64 channels; the detector's RoI scores are exactly head(pool(reduce(features)))."""
+    torch.manual_seed(0)
+    m = build_model("small", 3, min_size=128, max_size=160,
+                    backbone_options={"reduce_before_pool": True, "head_norm": "bn"}).eval()
+    head = m.roi_heads.box_head
+    feats = torch.randn(1, 256, 8, 10)
+    rois = [torch.tensor([[0.0, 0.0, 64.0, 48.0], [16.0, 8.0, 150.0, 120.0]])]
+    cls, deltas = m.roi_heads.predict(feats, rois)
+    reduced = head.pool_input(feats)
+    assert reduced.shape == (1, 64, 8, 10)
+    pooled = m.roi_heads.pool(reduced, rois)
+    assert pooled.shape == (2, 64, 7, 7)
+    want_cls, want_deltas = m.roi_heads.predictor(head(pooled))
+    torch.testing.assert_close(cls, want_cls)
+    torch.testing.assert_close(deltas, want_deltas)
+    # it trains: every parameter of the head gets a gradient
+    m.train()
+    images = [torch.rand(3, 128, 160)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]]), "labels": torch.tensor([1])}]
+    sum(m(images, targets).values()).backward()
+    assert all(p.grad is not None for p in head.parameters())

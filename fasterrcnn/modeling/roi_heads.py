@@ -123,6 +123,10 @@ class RoIHeads(nn.Module):
 
     def predict(self, features: Tensor, rois: list[Tensor], clock: StageClock = no_clock) -> tuple[Tensor, Tensor]:
         """Class logits [R, K+1] and class-specific deltas [R, 4(K+1)], in float32."""
+        pool_input = getattr(self.box_head, "pool_input", None)
+        if pool_input is not None:  # a head that transforms the whole map first (small's option)
+            with clock("det_head"):
+                features = pool_input(features)
         with clock("roi_pool"):
             pooled = self.pool(features, rois)
         with clock("det_head"):
