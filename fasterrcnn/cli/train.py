@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, help="base learning rate (default 0.001)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, help="weight decay (default 0.0005)")
+    g.add_argument("--lr-schedule", choices=("step", "cosine"),
+                   help="step (the paper's: x --gamma at --lr-steps, default) or cosine (decays to 0 at the end)")
     g.add_argument("--lr-steps", help="comma-separated fractions of training where lr is multiplied by --gamma (default 0.75)")
     g.add_argument("--gamma", type=float, help="lr step factor (default 0.1)")
     g.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (default 200)")

@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0005
     bias_lr_factor: float = 2.0  # (code) biases: 2x lr ...
     bias_weight_decay: float = 0.0  # ... and no weight decay
+    lr_schedule: str = "step"  # step (paper: x gamma at lr_steps) | cosine (to 0 at the stage's end)
     lr_steps: list[float] = field(default_factory=lambda: [0.75])  # fractions of a stage's iterations (60k of 80k)
     gamma: float = 0.1
     warmup_iters: int = 200
@@ -84,6 +85,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay >= 0"),
             (all(0 < s < 1 for s in self.lr_steps) and list(self.lr_steps) == sorted(self.lr_steps),
              "lr_steps: increasing fractions in (0, 1) of a stage's iterations"),
+            (self.lr_schedule in ("step", "cosine"), "lr_schedule: step or cosine"),
             (0 < self.gamma <= 1, "gamma in (0, 1]"),
             (self.warmup_iters >= 0 and 0 < self.warmup_factor <= 1, "warmup_iters >= 0 and warmup_factor in (0, 1]"),
             (0 <= self.flip_prob <= 1, "flip_prob in [0, 1]"),

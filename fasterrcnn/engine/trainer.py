@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from fasterrcnn.engine.config import TrainConfig
 from fasterrcnn.engine.logger import MetricsLogger
-from fasterrcnn.engine.optim import WarmupStepLR, build_optimizer
+from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
 from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
 from fasterrcnn.errors import CheckpointError, ConfigError
 from fasterrcnn.modeling.checkpoint import load_checkpoint, load_imagenet_weights, read_checkpoint, save_checkpoint
@@ -236,8 +236,12 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay, kind=cfg.optimizer)
         total_iters = self._stage_iters(spec)
-        steps = [int(f * total_iters) for f in cfg.lr_steps]
-        scheduler = WarmupStepLR(optimizer, steps, cfg.gamma, min(cfg.warmup_iters, total_iters), cfg.warmup_factor)
+        warmup = min(cfg.warmup_iters, total_iters)
+        if cfg.lr_schedule == "cosine":
+            scheduler: WarmupStepLR = WarmupCosineLR(optimizer, total_iters, warmup, cfg.warmup_factor)
+        else:
+            steps = [int(f * total_iters) for f in cfg.lr_steps]
+            scheduler = WarmupStepLR(optimizer, steps, cfg.gamma, warmup, cfg.warmup_factor)
         scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         start_epoch, it = 0, 0
         if resume is not None and resume["stage"] == spec.index:
