@@ -6,7 +6,7 @@ over a folder's images, resized to a given shorter side.
 untrained RPN's boxes overlap far more than a trained one's, so NMS scans more of the top-N;
 this script measures what a user of a trained model sees.
 
-    python benchmarks/proposal_time.py CHECKPOINT IMAGE_DIR [--min-size 600] [--max-size 1000] [--images 50]
+    python benchmarks/proposal_time.py CHECKPOINT IMAGE_DIR [--min-size 600] [--max-size 1000] [--images 50] [--vectorised-nms]
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ def main() -> None:
     ap.add_argument("--min-size", type=int, default=600)
     ap.add_argument("--max-size", type=int, default=1000)
     ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--vectorised-nms", action="store_true",
+                    help="switch off the numba-compiled greedy loop (time the PyTorch block loop instead)")
     args = ap.parse_args()
+    if args.vectorised_nms:
+        import importlib
+
+        # (importlib: the attribute fasterrcnn.ops.nms is the function, not the module)
+        importlib.import_module("fasterrcnn.ops.nms")._compiled_greedy_loop = lambda: None
     model, _ = load_checkpoint(args.checkpoint, min_size=args.min_size, max_size=args.max_size)
     model.prepare_for_inference()
     layer = model.rpn.proposal_layer

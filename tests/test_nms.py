@@ -36,6 +36,31 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(DEFAULT_THREADS)
 
 
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def greedy_path(request, monkeypatch) -> str:
+    """Every test runs twice: with the numba-compiled greedy loop that serves an early stop at
+    <= 512 kept boxes (where numba is installed; else that run is the same as the other), and
+    with that loop unavailable, so that the vectorised block loop answers those calls."""
+    if request.param == "torch":
+        monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: None)
+    return request.param
+
+
+def test_the_compiled_loop_is_used_when_numba_is_installed(greedy_path, monkeypatch) -> None:
+    pytest.importorskip("numba")
+    if greedy_path == "torch":
+        pytest.skip("the compiled loop is switched off in this run")
+    calls = []
+    real = nms_module._compiled_greedy_loop()
+    monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: lambda *a: calls.append(1) or real(*a))
+    boxes, scores = random_boxes(2000, seed=3)
+    keep = nms(boxes, scores, 0.7, max_keep=300)
+    assert calls == [1] and keep.tolist() == ref_nms(boxes, scores, 0.7, max_keep=300)
+    nms(boxes, scores, 0.7, max_keep=600)  # above 512 kept: the vectorised path
+    batched_nms(boxes, scores, torch.zeros(2000, dtype=torch.int64), 0.7, max_keep=300)  # categories: vectorised
+    assert calls == [1]
+
+
 # --------------------------------------------------------------------------------------------
 # reference
 

@@ -27,6 +27,13 @@ only on j < i, so the fixpoint is unique, equals the sequential greedy result an
 after at most (longest suppression chain + 1) rounds, usually 1-3). With `max_keep` the loop
 stops as soon as enough boxes are kept.
 
+With an early stop at up to 512 kept boxes (the RPN's top-300 at test time; `_DENSE_MAX_KEEP`),
+no categories and CPU tensors, and numba installed (the `fast` extra), the greedy loop runs
+compiled instead (`_greedy_loop`: the textbook sequential scan with torchvision's arithmetic,
+each candidate against the <= 512 boxes kept so far): on a trained RPN's clustered top-6000 it
+takes 1.5 ms where the block loop below takes 14 ms (the block loop's ~90 rounds of small tensor
+ops are overhead-bound). Results are identical (tests run both paths).
+
 Which pairs get an exact IoU: for thresholds >= 0.3 (>= 0.1 in `batched_nms`) a spatial
 hash (`_Grid`) enumerates a provable superset of the pairs that can overlap above the
 threshold -- similar size, nearby centre, same category -- and the exact IoU (the arithmetic
@@ -38,10 +45,12 @@ the hash's error analysis (`_Grid.build`), every (candidate, kept box) pair is e
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -214,6 +223,13 @@ def _nms(
     thr = _threshold_in(b.dtype, t)
     cls = None if idxs is None else idxs[order]
 
+    if cls is None and limit <= _DENSE_MAX_KEEP and b.device.type == "cpu":
+        loop = _compiled_greedy_loop()
+        if loop is not None:
+            bn = b.detach().contiguous().numpy()
+            one = bn.dtype.type(1 if plus_one else 0)  # a scalar of the boxes' dtype
+            kept = loop(bn, coords[:, 4].detach().contiguous().numpy(), thr, limit, one)
+            return order[torch.from_numpy(kept)]
     # the hash pays off unless the threshold is low or only a few boxes are to be kept
     min_t = _GRID_MIN_THRESHOLD if cls is None else _GRID_MIN_THRESHOLD_BATCHED
     if t >= min_t and limit > _DENSE_MAX_KEEP:
@@ -222,6 +238,43 @@ def _nms(
             return order[_greedy_grid(coords, cls, grid, thr, plus_one, limit)]
     block = _DENSE_SMALL_BLOCK if limit <= _DENSE_MAX_KEEP else _DENSE_BLOCK
     return order[_greedy_dense(coords, cls, thr, plus_one, limit, block)]
+
+
+def _greedy_loop(b, area, thr: float, limit: int, one):  # numpy arrays in, compiled by numba
+    """Sorted positions of the first `limit` kept boxes: each box (sorted by score) against the
+    boxes kept so far, with torchvision's arithmetic in the boxes' dtype (`one` is 0 or 1 of
+    that dtype: the +1 convention); an IoU that is NaN (0/0) never suppresses."""
+    n = b.shape[0]
+    kept = np.empty(min(limit, n), np.int64)
+    nk = 0
+    for i in range(n):
+        if nk >= limit:
+            break
+        ok = True
+        for k in range(nk):
+            j = kept[k]
+            iw = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]) + one
+            ih = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]) + one
+            if iw > 0 and ih > 0:
+                inter = iw * ih
+                if inter / ((area[i] + area[j]) - inter) > thr:
+                    ok = False
+                    break
+        if ok:
+            kept[nk] = i
+            nk += 1
+    return kept[:nk]
+
+
+@functools.cache
+def _compiled_greedy_loop():
+    """`_greedy_loop` compiled by numba (cached on disk next to this module), or None without
+    numba."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.njit(cache=True, nogil=True)(_greedy_loop)
 
 
 def _threshold_in(dtype: torch.dtype, t: float) -> float:
