@@ -11,6 +11,7 @@ at a time, used to check `ref_nms` itself on small inputs.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 from collections.abc import Iterator
 
@@ -46,19 +47,22 @@ def greedy_path(request, monkeypatch) -> str:
     return request.param
 
 
-def test_the_compiled_loop_is_used_when_numba_is_installed(greedy_path, monkeypatch) -> None:
-    pytest.importorskip("numba")
-    if greedy_path == "torch":
-        pytest.skip("the compiled loop is switched off in this run")
-    calls = []
+def test_which_path_serves_which_call(greedy_path, monkeypatch) -> None:
+    """The compiled loop answers exactly the early stops at <= 512 kept boxes without
+    categories (when numba is installed and the loop is not switched off); the results are the
+    reference's either way."""
     real = nms_module._compiled_greedy_loop()
-    monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: lambda *a: calls.append(1) or real(*a))
+    if greedy_path == "compiled" and importlib.util.find_spec("numba") is not None:
+        assert real is not None
+    calls = []
+    if real is not None:
+        monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: lambda *a: calls.append(1) or real(*a))
     boxes, scores = random_boxes(2000, seed=3)
     keep = nms(boxes, scores, 0.7, max_keep=300)
-    assert calls == [1] and keep.tolist() == ref_nms(boxes, scores, 0.7, max_keep=300)
+    assert keep.tolist() == ref_nms(boxes, scores, 0.7, max_keep=300)
     nms(boxes, scores, 0.7, max_keep=600)  # above 512 kept: the vectorised path
     batched_nms(boxes, scores, torch.zeros(2000, dtype=torch.int64), 0.7, max_keep=300)  # categories: vectorised
-    assert calls == [1]
+    assert calls == ([1] if real is not None else [])
 
 
 # --------------------------------------------------------------------------------------------
