@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "instructions (or on CUDA), else fp32 (default auto)")
     p.add_argument("--workers", type=int, default=1,
                    help="DataLoader worker processes (default 1: on 2 cores a second worker competes with the "
-                        "training threads; the same 2,000 iterations took 642 s with 2 workers, 490 s with 1)")
+                        "training threads; the same 2,000 iterations took 642 s with 2 workers, 529 s with 1)")
     p.add_argument("--detect-images", type=int, default=12, help="test images to draw detections on (default 12)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=run)

@@ -64,6 +64,8 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
     if precision == "fp32":
         yield
         return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        raise ValueError(f"precision must be fp32, bf16 or fp16 (resolve 'auto' first), got {precision!r}")
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
