@@ -265,3 +265,31 @@ def test_small_reduce_before_pool_pools_the_reduced_map():
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]]), "labels": torch.tensor([1])}]
     sum(m(images, targets).values()).backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_small_bn_head_trains_on_an_image_with_a_single_roi():
+    """With one image per batch, the background rule (IoU in [0.1, 0.5)) can leave the ground-
+    truth box as the image's only RoI: the BatchNorm'd head then normalises that one row with its
+    running statistics (and leaves them unchanged) instead of failing; two rows use and update
+    the batch statistics as usual."""
+    torch.manual_seed(0)
+    m = build_model("small", 3, min_size=128, max_size=160,
+                    backbone_options={"reduce_before_pool": True, "head_norm": "bn"}).train()
+    head = m.roi_heads.box_head
+    norm = head.norm6
+    norm.running_mean.fill_(0.5)
+    before = norm.running_mean.clone()
+    x = torch.randn(1, 64, 7, 7)
+    out = head(x)
+    assert out.shape == (1, 512) and torch.isfinite(out).all()
+    torch.testing.assert_close(norm.running_mean, before)
+    want = torch.relu((head.fc6(x.flatten(1)) - 0.5) / torch.sqrt(torch.tensor(1.0 + norm.eps)) * norm.weight + norm.bias)
+    torch.testing.assert_close(torch.relu(norm(head.fc6(x.flatten(1)))), want)
+    head(torch.randn(2, 64, 7, 7))
+    assert not torch.equal(norm.running_mean, before)
+    # end to end: one image whose only RoI is its ground-truth box (no proposal in [0.1, 0.5))
+    features = torch.randn(1, 256, 8, 10)
+    proposals = [torch.tensor([[150.0, 110.0, 158.0, 118.0]])]  # far from the object: IoU 0
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]]), "labels": torch.tensor([1])}]
+    _, losses = m.roi_heads(features, proposals, [(128, 160)], targets)
+    assert torch.isfinite(sum(losses.values()))

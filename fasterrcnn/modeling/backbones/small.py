@@ -172,11 +172,24 @@ def _init_trunk(trunk: nn.Module) -> None:
             nn.init.zeros_(m.bn3.weight)
 
 
+class RoIBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the sampled RoIs of a mini-batch; a mini-batch of a single RoI (possible:
+    with one image per batch, Fast R-CNN's background rule, IoU in [0.1, 0.5), can leave an
+    image's only ground-truth box as its only RoI) is normalised with the running statistics,
+    which it leaves unchanged, instead of failing (one value has no batch variance)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def _head_norm(kind: str | None, channels: int, conv: bool) -> nn.Module:
     if kind is None:
         return nn.Identity()
     if kind == "bn":
-        return nn.BatchNorm2d(channels) if conv else nn.BatchNorm1d(channels)
+        return nn.BatchNorm2d(channels) if conv else RoIBatchNorm1d(channels)
     if kind == "gn":
         return nn.GroupNorm(min(32, channels // 4), channels)
     raise ValueError(f"head_norm must be None, 'bn' or 'gn', got {kind!r}")
