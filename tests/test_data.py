@@ -544,6 +544,43 @@ def test_loader_collate_and_reproducible_shuffle(voc12):
     assert [i.shape for i in imgs] == [(3, 4, 5), (3, 6, 2)] and tgts == [{"a": 1}, {"a": 2}]
 
 
+def test_aspect_grouped_batches(tmp_path):
+    """Grouped batches are all-landscape or all-portrait, cover every image once per epoch (the
+    incomplete batch of each orientation at the end), follow the epoch's shuffled order, and are
+    the same with worker processes and after set_epoch."""
+    items = {f"l{k:02d}": (24, 16, [_obj("cat", 2, 3, 9, 12)]) for k in range(7)}
+    items.update({f"p{k:02d}": (16, 24, [_obj("cat", 2, 3, 9, 12)]) for k in range(5)})
+    ds = build_dataset(make_voc(tmp_path / "mixed", items), "train", train=True, min_size=16, max_size=100, seed=3)
+    landscape = [w >= h for h, w in ds.image_sizes]
+    assert sum(landscape) == 7
+
+    def batches(epoch, workers=0, **kw):
+        loader = build_loader(ds, batch_size=3, shuffle=True, seed=7, epoch=epoch, num_workers=workers,
+                              group_aspect=True, **kw)
+        out = [[t["image_id"] for t in tgts] for _, tgts in loader]
+        assert len(out) == len(loader)
+        return out
+
+    b0 = batches(0)
+    assert sorted(len(b) for b in b0) == [1, 2, 3, 3, 3] and len(b0) == 5  # 7 = 3+3+1, 5 = 3+2
+    assert sorted(i for b in b0 for i in b) == list(range(12))
+    assert all(len({landscape[i] for i in b}) == 1 for b in b0)
+    # full batches come in the epoch's order: each is the next 3 of its orientation
+    order = build_loader(ds, batch_size=12, shuffle=True, seed=7, epoch=0).sampler.order()
+    for flag in (True, False):
+        mine = [i for i in order if landscape[i] == flag]
+        assert [i for b in b0 if landscape[b[0]] == flag for i in b] == mine
+    assert b0 == batches(0) == batches(0, workers=2)
+    assert b0 != batches(1)
+    loader = build_loader(ds, batch_size=3, shuffle=True, seed=7, epoch=0, group_aspect=True)
+    loader.set_epoch(1)
+    assert loader.epoch == 1 and [[t["image_id"] for t in ts] for _, ts in loader] == batches(1)
+    assert sorted(len(b) for b in batches(0, drop_last=True)) == [3, 3, 3]
+    # images of one batch share their orientation, so padding stays small
+    for imgs, _ in build_loader(ds, batch_size=3, shuffle=True, seed=7, epoch=0, group_aspect=True):
+        assert len({(i.shape[1] >= i.shape[2]) for i in imgs}) == 1
+
+
 def test_compose_and_report_api():
     c = build_transforms(train=True, min_size=10, max_size=20, flip_prob=0.5)
     assert isinstance(c, Compose) and "RandomHorizontalFlip" in repr(c)

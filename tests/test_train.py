@@ -44,7 +44,8 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch
     import fasterrcnn.engine.trainer as trainer_mod
 
     common = dict(data=str(tiny_set), val_split=None, epochs=2, **{**quick, "num_workers": 1})
-    straight = Trainer(TrainConfig(out=str(tmp_path / "a"), **common), log=quiet).run()
+    first = Trainer(TrainConfig(out=str(tmp_path / "a"), **common), log=quiet)
+    straight = first.run()
 
     real_save = trainer_mod.save_checkpoint
 
@@ -66,7 +67,7 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch
     # the metrics log of the resumed run continues the first one, without duplicates
     recs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     iters = [r["global_iter"] for r in recs if r["kind"] == "train"]
-    assert iters == sorted(set(iters)) and iters[-1] == 12
+    assert iters == sorted(set(iters)) and iters[-1] == 2 * first.iters_per_epoch
 
 
 def test_resume_refuses_a_different_run(tiny_set, tmp_path, quick):
@@ -136,3 +137,49 @@ def test_short_run_learns_and_every_command_works(tmp_path, capsys):
                  "--out", str(tmp_path / "det"), "--workers", "0", "--no-progress"]) == 0
     dets = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert len(list((tmp_path / "det").glob("*.jpg"))) == 60 and dets
+
+
+def _die_after_first_epoch(ctx, cfg):
+    """A data-parallel training process killed right after the first epoch's checkpoint."""
+    import fasterrcnn.engine.trainer as trainer_mod
+
+    real_save = trainer_mod.save_checkpoint
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+
+    trainer_mod.save_checkpoint = save_then_die
+    trainer_mod._process_main(ctx, cfg)
+
+
+def test_data_parallel_processes_match_and_resume(tiny_set, tmp_path, quick):
+    """processes=2: two processes of one image each per batch of 2; the model they write is the
+    replica both hold (the same after the last averaged step); the log and the statistics cover
+    the whole run; and 1 epoch, killed, then --resume gives the uninterrupted run's weights."""
+    from fasterrcnn.engine.distributed import launch
+
+    common = dict(data=str(tiny_set), val_split=None, epochs=2, processes=2, threads=1, **quick)
+    first = Trainer(TrainConfig(out=str(tmp_path / "a"), **common), log=quiet)
+    straight = first.run()
+    assert straight.iterations == 2 * first.iters_per_epoch and straight.images == 2 * straight.iterations
+    assert (tmp_path / "a" / "model_final.pt").is_file()
+    recs = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["global_iter"] for r in recs if r["kind"] == "train"][-1] == straight.iterations
+    ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert len(ckpt["rng_ranks"]) == 2 and ckpt["train_config"]["processes"] == 2
+
+    cfg_b = TrainConfig(out=str(tmp_path / "b"), **common)
+    with pytest.raises(Exception):  # noqa: B017 - the process's KeyboardInterrupt, re-raised by spawn
+        launch(_die_after_first_epoch, 2, (cfg_b,), threads=1)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1
+    resumed = Trainer(TrainConfig(out=str(tmp_path / "b"), resume=True, **common), log=quiet).run()
+    a, b = state(straight.model), state(resumed.model)
+    mismatched = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not mismatched, mismatched[:5]
+    # a single-process run cannot continue it (its random states are per process)
+    from fasterrcnn.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="processes"):
+        Trainer(TrainConfig(out=str(tmp_path / "b"), resume=True, **{**common, "processes": 1}), log=quiet).run()

@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # costs nothing measurable (BENCHMARKS.md). It must be set before torch is imported, which
     # the subcommands do lazily; an explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # oneDNN prepares (JIT-compiles) a convolution for every input shape and keeps 1,024 of them;
+    # training on images of varied sizes needs more (~80 per padded batch shape: forward and two
+    # backward kernels per conv), and recompiling cost 18 ms per iteration of the demo (BENCHMARKS.md).
+    # Read when oneDNN first runs, so any time before the first convolution.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16384")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

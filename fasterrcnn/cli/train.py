@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (default 200)")
     g.add_argument("--clip-grad-norm", type=float, help="clip the gradient norm (default: off)")
     g.add_argument("--flip-prob", type=float, help="horizontal flip probability (default 0.5)")
+    g.add_argument("--no-aspect-grouping", dest="group_aspect", action="store_false",
+                   help="mix landscape and portrait images in a batch (default: each batch is one orientation, "
+                        "less padding)")
     g = p.add_argument_group("runtime")
     g.add_argument("--out", help="output folder (default runs/train)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
@@ -62,7 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster with bf16)")
     g.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes (default 2)")
-    g.add_argument("--threads", type=int, help="torch intra-op threads")
+    g.add_argument("--threads", type=int, help="torch intra-op threads (per process with --processes)")
+    g.add_argument("--processes", type=int,
+                   help="data-parallel training processes, each on batch-size / processes images of every batch, "
+                        "gradients averaged (CPU: the cores shared out; CUDA: one GPU each; default 1)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--max-iters", type=int, help="stop each stage after this many iterations")
     g.add_argument("--log-every", type=int, help="log metrics every N iterations (default 20)")

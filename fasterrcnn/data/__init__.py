@@ -15,6 +15,7 @@ See `DetectionDataset` for the (image, target) contract.
 from fasterrcnn.data.base import DetectionDataset, ImageRecord
 from fasterrcnn.data.coco import COCODataset
 from fasterrcnn.data.loader import (
+    AspectGroupedBatchSampler,
     DetectionLoader,
     EpochSampler,
     build_dataset,
@@ -49,6 +50,7 @@ __all__ = [
     "detect_format",
     "collate",
     "EpochSampler",
+    "AspectGroupedBatchSampler",
     "DetectionLoader",
     "Compose",
     "ExifTranspose",

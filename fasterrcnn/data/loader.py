@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "build_loader",
     "collate",
     "EpochSampler",
+    "AspectGroupedBatchSampler",
     "DetectionLoader",
 ]
 
@@ -248,18 +250,69 @@ class EpochSampler(Sampler):
         return self.n
 
 
+class AspectGroupedBatchSampler(Sampler):
+    """Batches of images of the same orientation (landscape: w >= h, or portrait), in the order
+    of an `EpochSampler`: each index joins its group's pending batch, and a batch is yielded as
+    soon as it is full, so an epoch's batches depend only on (seed, epoch). At the end of the
+    epoch each group's incomplete batch is yielded too (smaller), unless `drop_last`.
+
+    A batch is padded to its largest height and width; mixing a landscape and a portrait image
+    pads both to nearly a square (and multiplies the padded shapes the convolution kernels are
+    prepared for). detectron2 groups the same way (DATALOADER.ASPECT_RATIO_GROUPING), and
+    torchvision's reference scripts group by aspect-ratio bins."""
+
+    def __init__(self, sampler: EpochSampler, landscape: Sequence[bool], batch_size: int,
+                 drop_last: bool = False):
+        if len(landscape) != len(sampler):
+            raise ValueError(f"{len(landscape)} orientations for {len(sampler)} images")
+        self.sampler = sampler
+        self.landscape = [bool(v) for v in landscape]
+        self.batch_size = int(batch_size)
+        self.drop_last = bool(drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def __iter__(self) -> Iterator[list]:
+        pending: dict[bool, list] = {True: [], False: []}
+        for item in self.sampler:
+            index = item[1] if isinstance(item, tuple) else item
+            group = pending[self.landscape[index]]
+            group.append(item)
+            if len(group) == self.batch_size:
+                yield list(group)
+                group.clear()
+        if not self.drop_last:
+            for group in pending.values():
+                if group:
+                    yield list(group)
+
+    def __len__(self) -> int:
+        sizes = [sum(self.landscape), len(self.landscape) - sum(self.landscape)]
+        if self.drop_last:
+            return sum(n // self.batch_size for n in sizes)
+        return sum(-(-n // self.batch_size) for n in sizes)
+
+
 class DetectionLoader(DataLoader):
     """A DataLoader with `set_epoch(epoch)`: the next iteration yields that epoch's order and
     augmentation."""
 
+    def _epoch_sampler(self) -> Any:
+        return self.batch_sampler if hasattr(self.batch_sampler, "set_epoch") else self.sampler
+
     def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+        self._epoch_sampler().set_epoch(epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
     @property
     def epoch(self) -> int:
-        return self.sampler.epoch
+        return self._epoch_sampler().epoch
 
 
 def build_loader(
@@ -273,8 +326,15 @@ def build_loader(
     drop_last: bool = False,
     persistent_workers: bool | None = None,
     pin_memory: bool = False,
+    group_aspect: bool = False,
+    shard: Callable[[Any], Any] | None = None,
 ) -> DetectionLoader:
-    """A loader of `(list[Tensor], list[dict])` batches; see the module docstring."""
+    """A loader of `(list[Tensor], list[dict])` batches; see the module docstring.
+
+    `group_aspect=True` (training; needs a `DetectionDataset`, whose image sizes are known
+    without decoding) makes every batch all-landscape or all-portrait
+    (`AspectGroupedBatchSampler`). `shard` wraps the batch sampler to yield only this
+    process's share of each batch (data-parallel training, `engine.distributed.shard_batches`)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
@@ -290,13 +350,13 @@ def build_loader(
         dataset.set_epoch(epoch)
     if persistent_workers is None:
         persistent_workers = num_workers > 0
-    return DetectionLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        collate_fn=collate,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        persistent_workers=persistent_workers and num_workers > 0,
-        pin_memory=pin_memory,
-    )
+    common = dict(collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
+                  persistent_workers=persistent_workers and num_workers > 0)
+    if group_aspect or shard is not None:
+        if group_aspect and not isinstance(dataset, DetectionDataset):
+            raise ConfigError("group_aspect needs a DetectionDataset (its image sizes)")
+        # one group (plain batches in the epoch's order) unless grouping by orientation
+        landscape = [w >= h for h, w in dataset.image_sizes] if group_aspect else [True] * len(dataset)
+        batches = AspectGroupedBatchSampler(sampler, landscape, batch_size, drop_last)
+        return DetectionLoader(dataset, batch_sampler=batches if shard is None else shard(batches), **common)
+    return DetectionLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)

@@ -55,13 +55,15 @@ class TrainConfig:
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float | None = None
     flip_prob: float = 0.5  # horizontal flip augmentation
+    group_aspect: bool = True  # batches of one orientation (landscape or portrait): less padding
     # ---- runtime
     out: str = "runs/train"
     device: str = "auto"
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA) | auto
     channels_last: bool = False
     num_workers: int = 2
-    threads: int | None = None
+    threads: int | None = None  # intra-op threads (per process with `processes` > 1)
+    processes: int = 1  # data-parallel training processes, each on batch_size / processes images
     seed: int = 0
     log_every: int = 20
     tensorboard: bool = False
@@ -91,6 +93,8 @@ class TrainConfig:
             (0 <= self.flip_prob <= 1, "flip_prob in [0, 1]"),
             (0 < self.min_size <= self.max_size, "0 < min_size <= max_size"),
             (self.num_workers >= 0, "num_workers >= 0"),
+            (self.processes >= 1 and self.batch_size % self.processes == 0,
+             "processes >= 1 dividing batch_size (each process trains on batch_size / processes images)"),
             (self.log_every >= 1, "log_every >= 1"),
             (self.max_iters is None or self.max_iters >= 1, "max_iters >= 1"),
             (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm > 0"),

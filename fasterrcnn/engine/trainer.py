@@ -35,10 +35,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from fasterrcnn.engine.config import TrainConfig
+from fasterrcnn.engine.distributed import Context, launch, shard_batches
 from fasterrcnn.engine.logger import MetricsLogger
 from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
 from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
 from fasterrcnn.errors import CheckpointError, ConfigError
+from fasterrcnn.fileio import atomic_write_text
 from fasterrcnn.modeling.checkpoint import load_checkpoint, load_imagenet_weights, read_checkpoint, save_checkpoint
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN, build_model
 
@@ -80,14 +82,19 @@ class TrainResult:
 class Trainer:
     """Builds data, model(s) and optimiser from a `TrainConfig` and runs the schedule."""
 
-    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print, ctx: Context | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.log = log
+        self.ctx = ctx or Context()
+        self.log = log if self.ctx.is_main else _silent
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.ctx.active:
+            self.device = torch.device("cuda", self.ctx.rank)
         self.precision = resolve_precision(cfg.precision, self.device)
-        if cfg.threads:
+        if cfg.processes > 1 and self.device.type == "cuda" and cfg.processes > torch.cuda.device_count():
+            raise ConfigError(f"processes={cfg.processes} needs as many GPUs; {torch.cuda.device_count()} found")
+        if cfg.threads and not self.ctx.active:
             torch.set_num_threads(cfg.threads)
         from fasterrcnn.data import build_dataset
 
@@ -98,7 +105,15 @@ class Trainer:
         self.classes: list[str] = list(self.train_set.classes)
         if len(self.train_set) == 0:
             raise ConfigError(f"the training split {cfg.train_split!r} of {cfg.data} has no images")
-        self.iters_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.group_aspect = cfg.group_aspect and cfg.batch_size > 1
+        if self.group_aspect:  # one batch per orientation may be incomplete
+            landscape = sum(w >= h for h, w in self.train_set.image_sizes)
+            groups = [landscape, len(self.train_set) - landscape]
+        else:
+            groups = [len(self.train_set)]
+        # an incomplete last batch counts when every process gets an image of it
+        b = cfg.batch_size
+        self.iters_per_epoch = sum(n // b + (n % b >= cfg.processes) for n in groups)
 
     # ------------------------------------------------------------------ models and stages
 
@@ -160,16 +175,21 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        logger = MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None)
+        if cfg.processes > 1 and not self.ctx.active:
+            return self._run_processes()
+        main = self.ctx.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         resume = self._read_resume() if cfg.resume else None
-        if not cfg.resume and (self.out / "metrics.jsonl").exists():
+        if main and not cfg.resume and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
-            logger = MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None)
+        logger: MetricsLogger | _NoLogger = (
+            MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None) if main else _NoLogger()
+        )
         self.log(self._describe())
-        random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed + self.ctx.rank)
+        torch.manual_seed(cfg.seed + self.ctx.rank)
         result = TrainResult(model=None, out_dir=self.out)  # type: ignore[arg-type]
         global_iter = 0
         try:
@@ -185,14 +205,27 @@ class Trainer:
                 result.images += images
                 result.final_losses = losses
                 result.stages.append({"stage": spec.index, "name": spec.name, "epochs": spec.epochs, "iterations": iters, "seconds": secs})
-                if cfg.schedule == "alternating":
+                if cfg.schedule == "alternating" and main:
                     save_checkpoint(self.out / f"stage{spec.index}.pt", model, stage=spec.index)
+                self.ctx.barrier()  # the next stage may read this one's checkpoint
         finally:
             logger.close()
         model.set_stage("joint").freeze_backbone(False).eval()
         result.model = model
-        result.checkpoint = save_checkpoint(self.out / "model_final.pt", model, classes=self.classes, train_config=cfg.to_dict())
+        result.checkpoint = self.out / "model_final.pt"
+        if main:
+            save_checkpoint(result.checkpoint, model, classes=self.classes, train_config=cfg.to_dict())
         return result
+
+    def _run_processes(self) -> TrainResult:
+        """`cfg.processes` data-parallel processes (engine.distributed); the trained model is
+        read back from the checkpoint the rank-0 process wrote."""
+        cfg = self.cfg
+        self.log(f"training in {cfg.processes} data-parallel processes")
+        launch(_process_main, cfg.processes, (cfg,), device=self.device.type, threads=cfg.threads)
+        stats = json.loads((self.out / "train_result.json").read_text())
+        model, _ = load_checkpoint(self.out / "model_final.pt", map_location=self.device)
+        return TrainResult(model=model, out_dir=self.out, checkpoint=self.out / "model_final.pt", **stats)
 
     def _describe(self) -> str:
         cfg = self.cfg
@@ -213,8 +246,8 @@ class Trainer:
             return None
         ckpt = read_checkpoint(path, map_location="cpu")
         saved = ckpt.get("train_config", {})
-        for key in ("preset", "schedule", "batch_size", "data", "train_split", "seed"):
-            if saved.get(key) != getattr(self.cfg, key):
+        for key in ("preset", "schedule", "batch_size", "data", "train_split", "seed", "processes"):
+            if saved.get(key, 1 if key == "processes" else None) != getattr(self.cfg, key):
                 raise CheckpointError(f"{path} was written with {key}={saved.get(key)!r}, but this run has {key}={getattr(self.cfg, key)!r}")
         self.log(f"resuming from {path}: stage {ckpt['stage']}, {ckpt['epoch']} epoch(s) done")
         ckpt["path"] = path
@@ -234,6 +267,7 @@ class Trainer:
             getattr(model, spec.trainable).requires_grad_(True)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.ctx.broadcast_model(model)
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay, kind=cfg.optimizer)
         total_iters = self._stage_iters(spec)
         warmup = min(cfg.warmup_iters, total_iters)
@@ -249,10 +283,11 @@ class Trainer:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
             start_epoch, it = resume["epoch"], resume["iteration"]
-            torch.set_rng_state(resume["rng"]["torch"])
-            random.setstate(_tuple_state(resume["rng"]["python"]))
-            if torch.cuda.is_available() and resume["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+            rng = resume["rng"] if self.ctx.rank == 0 else resume["rng_ranks"][self.ctx.rank]
+            torch.set_rng_state(rng["torch"])
+            random.setstate(_tuple_state(rng["python"]))
+            if torch.cuda.is_available() and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state_all(rng["cuda"])
             logger.truncate_after(global_start + it)
         propose = self.proposal_source(spec, model)
         self.log(f"[stage {spec.index}] {spec.name}: {spec.epochs} epoch(s), {total_iters} iterations, "
@@ -264,10 +299,12 @@ class Trainer:
             if it >= total_iters:
                 break
             self.train_set.set_epoch(epoch)
-            loader = build_loader(self.train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + spec.index, epoch=epoch, num_workers=cfg.num_workers)
+            shard = (lambda b: shard_batches(b, self.ctx.rank, self.ctx.world)) if self.ctx.active else None
+            loader = build_loader(self.train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + spec.index, epoch=epoch,
+                                  num_workers=cfg.num_workers, group_aspect=self.group_aspect, shard=shard)
             sums: dict[str, float] = defaultdict(float)
             count = 0
-            bar = tqdm(total=min(self.iters_per_epoch, total_iters - it), desc=f"stage {spec.index} epoch {epoch + 1}/{spec.epochs}", disable=not cfg.progress, unit="it", dynamic_ncols=True)
+            bar = tqdm(total=min(self.iters_per_epoch, total_iters - it), desc=f"stage {spec.index} epoch {epoch + 1}/{spec.epochs}", disable=not (cfg.progress and self.ctx.is_main), unit="it", dynamic_ncols=True)
             t_epoch = time.perf_counter()
             for images, targets in loader:
                 if it >= total_iters:
@@ -276,7 +313,7 @@ class Trainer:
                 losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
                 dt = time.perf_counter() - t0
                 seconds += dt
-                images_seen += len(images)
+                images_seen += len(images) * self.ctx.world
                 it += 1
                 count += 1
                 for k, v in losses.items():
@@ -295,12 +332,17 @@ class Trainer:
             logger.log({"kind": "epoch", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
                         **epoch_losses, "seconds": time.perf_counter() - t_epoch}, step=global_start + it)
             self.log(f"[stage {spec.index}] epoch {epoch + 1}/{spec.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in epoch_losses.items()))
-            save_checkpoint(
-                self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
-                rng={"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            )
+            self.ctx.average_buffers(model)
+            rng = {"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
+                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            rng_ranks = self.ctx.gather(rng)
+            if self.ctx.is_main:
+                extra = {"rng_ranks": rng_ranks} if self.ctx.active else {}
+                save_checkpoint(
+                    self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
+                    rng=rng, **extra,
+                )
         return model, it, seconds, images_seen, epoch_losses
 
     def _step(
@@ -321,26 +363,54 @@ class Trainer:
         with autocast(self.device, self.precision):
             losses = model(images, targets, proposals=proposals)
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
+        shown = self.ctx.average_values(losses)  # every process sees the same values (and stops together)
+        if not torch.isfinite(sum(shown.values())):
             raise FloatingPointError(
-                f"the loss became {loss.item()} at iteration {global_iter + 1} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}); lower --lr or add --clip-grad-norm"
+                f"the loss became {float(sum(shown.values()))} at iteration {global_iter + 1} "
+                f"({', '.join(f'{k}={float(v):.4g}' for k, v in shown.items())}); lower --lr or add --clip-grad-norm"
             )
         optimizer.zero_grad(set_to_none=True)
+        trainable = [p for p in model.parameters() if p.requires_grad]
         if scaler is not None:
             scaler.scale(loss).backward()
+            self.ctx.average_gradients(trainable)
             scaler.unscale_(optimizer)
         else:
             loss.backward()
+            self.ctx.average_gradients(trainable)
         if self.cfg.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.cfg.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, self.cfg.clip_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
         scheduler.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in shown.items()}
+
+
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0."""
+
+
+class _NoLogger:
+    """The metrics log of processes other than rank 0."""
+
+    def log(self, record: dict[str, Any], step: int | None = None) -> None: ...
+
+    def truncate_after(self, iteration: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _process_main(ctx: Context, cfg: TrainConfig) -> None:
+    """One data-parallel training process; rank 0 also writes the run's statistics for the
+    launching process."""
+    result = Trainer(cfg, log=print, ctx=ctx).run()
+    if ctx.is_main:
+        stats = {"iterations": result.iterations, "seconds": result.seconds, "images": result.images,
+                 "final_losses": result.final_losses, "stages": result.stages}
+        atomic_write_text(Path(cfg.out) / "train_result.json", json.dumps(stats))
 
 
 def _list_state(state: Any) -> Any:
