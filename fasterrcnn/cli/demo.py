@@ -30,18 +30,20 @@ DEMO_DATA = {
 # network from scratch on a CPU in minutes needs, each measured in BENCHMARKS.md: images
 # resized to a shorter side of 448 (the synthetic images are 400-560 px; at 320 the small
 # objects cover one or two cells of the stride-16 map, at 512 fewer iterations fit), anchors
-# scaled to the objects' 32-256 px (scales 2, 4, 8, 16 of the 16 px base); 2 images per batch;
+# scaled to the objects' 32-256 px (scales 2, 4, 8, 16 of the 16 px base); 2 images per batch
+# (of one orientation: less padding, fewer kernel shapes);
 # AdamW (lr 1e-3, weight decay 0.01; SGD from scratch learns several times slower here); a
 # BatchNorm'd box head whose 1x1 conv runs before the RoI pooling (the same layers, 4x less
 # data pooled); 2000 -> 500 training proposals instead of 12000 -> 2000 (the 128 sampled RoIs
 # hardly change; the NMS costs a third as much); bf16 autocast with channels_last where the
-# CPU supports bf16 ('auto').
+# CPU supports bf16 ('auto'); 2,700 iterations, what fits in the time since the grouped batches
+# and a larger oneDNN kernel cache made the step 1.5x faster.
 DEMO_TRAIN = {
     "preset": "small",
     "min_size": 448,
     "max_size": 672,
     "epochs": 100,
-    "max_iters": 2000,
+    "max_iters": 2700,
     "batch_size": 2,
     "optimizer": "adamw",
     "lr": 0.001,
@@ -78,9 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="training/inference precision; auto: bf16 autocast where the CPU has bf16 "
                         "instructions (or on CUDA), else fp32 (default auto)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="DataLoader worker processes (default 1: on 2 cores a second worker competes with the "
-                        "training threads; the same 2,000 iterations took 642 s with 2 workers, 529 s with 1)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="data-parallel training processes (default 1; 2 run 1.3x faster on 2 cores but put one "
+                        "image in each process's BatchNorm batch, which cost the demo 17 mAP points, BENCHMARKS.md)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes per training process (default 1 with one training process, "
+                        "else 0: on 2 cores more workers compete with the training threads)")
     p.add_argument("--detect-images", type=int, default=12, help="test images to draw detections on (default 12)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=run)
@@ -100,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.train_images < 1 or args.test_images < 1 or args.iters < 1:
         raise ConfigError("--train-images, --test-images and --iters must be >= 1")
+    if args.processes < 1 or (args.workers is not None and args.workers < 0):
+        raise ConfigError("--processes must be >= 1 and --workers >= 0")
     start = time.perf_counter()
     out = Path(args.out)
     data_dir = out / "data"
@@ -110,13 +117,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"[1/4] generating the synthetic data set into {data_dir}")
         # generating has the machine to itself: one process per core
-        generate(data_dir, synth, workers=max(1, args.workers, os.cpu_count() or 1), progress=args.progress)
+        generate(data_dir, synth, workers=max(1, os.cpu_count() or 1), progress=args.progress)
     print("[2/4] training the 'small' preset from scratch (approximate joint training)")
     device = resolve_device("auto")
     precision = resolve_precision(args.precision, device)
+    processes = args.processes
+    workers = args.workers if args.workers is not None else (0 if processes > 1 else 1)
     cfg = TrainConfig(data=str(data_dir), out=str(out / "train"), seed=args.seed, precision=precision,
-                      channels_last=precision != "fp32", num_workers=args.workers, progress=args.progress,
-                      **{**DEMO_TRAIN, "max_iters": args.iters})
+                      channels_last=precision != "fp32", num_workers=workers, progress=args.progress,
+                      processes=processes, **{**DEMO_TRAIN, "max_iters": args.iters})
     summary = train_and_evaluate(cfg)
     print("[4/4] drawing detections on test images")
     from fasterrcnn.data import build_dataset
@@ -126,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     test = build_dataset(data_dir, "test", train=False, classes=summary["classes"])
     files = [Path(f) for f in test.files[: args.detect_images]]
     det = detect_files(model, files, out / "detections", device=device, precision=precision,
-                       num_workers=min(args.workers, 1), progress=args.progress)
+                       num_workers=1, progress=args.progress)
     summary["files"]["detections"] = f"{out / 'detections'}/ ({len(det.annotated)} annotated images)"
     print_summary(summary)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; everything is under {out}/")
