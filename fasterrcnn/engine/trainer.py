@@ -21,7 +21,6 @@ epoch, iteration and RNG state, so a resumed run reproduces the uninterrupted on
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections import defaultdict, deque
