@@ -15,7 +15,9 @@ busy (BENCHMARKS.md has the measured step times). On CUDA each process drives on
 
 Only the rank-0 process logs, shows the progress bar and writes files; `launch` starts the
 processes (torch.multiprocessing's spawn: an exception in one process stops them all and is
-re-raised in the caller) on a free local TCP port.
+re-raised in the caller) on a free local TCP port. Spawned processes re-import the caller's
+main module, so a script that trains with `processes` > 1 must do so under
+`if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
