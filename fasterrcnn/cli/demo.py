@@ -121,11 +121,10 @@ def run(args: argparse.Namespace) -> int:
     print("[2/4] training the 'small' preset from scratch (approximate joint training)")
     device = resolve_device("auto")
     precision = resolve_precision(args.precision, device)
-    processes = args.processes
-    workers = args.workers if args.workers is not None else (0 if processes > 1 else 1)
+    workers = args.workers if args.workers is not None else (0 if args.processes > 1 else 1)
     cfg = TrainConfig(data=str(data_dir), out=str(out / "train"), seed=args.seed, precision=precision,
                       channels_last=precision != "fp32", num_workers=workers, progress=args.progress,
-                      processes=processes, **{**DEMO_TRAIN, "max_iters": args.iters})
+                      processes=args.processes, **{**DEMO_TRAIN, "max_iters": args.iters})
     summary = train_and_evaluate(cfg)
     print("[4/4] drawing detections on test images")
     from fasterrcnn.data import build_dataset

@@ -105,14 +105,16 @@ class Trainer:
         if len(self.train_set) == 0:
             raise ConfigError(f"the training split {cfg.train_split!r} of {cfg.data} has no images")
         self.group_aspect = cfg.group_aspect and cfg.batch_size > 1
-        if self.group_aspect:  # one batch per orientation may be incomplete
-            landscape = sum(w >= h for h, w in self.train_set.image_sizes)
-            groups = [landscape, len(self.train_set) - landscape]
-        else:
-            groups = [len(self.train_set)]
-        # an incomplete last batch counts when every process gets an image of it
-        b = cfg.batch_size
-        self.iters_per_epoch = sum(n // b + (n % b >= cfg.processes) for n in groups)
+        # the batches of an epoch as the training loop will draw them (one per orientation may be
+        # incomplete; with several processes, one smaller than their number is skipped)
+        self.iters_per_epoch = len(self._loader(epoch=0, seed=cfg.seed, rank=0, world=cfg.processes))
+
+    def _loader(self, epoch: int, seed: int, rank: int, world: int) -> Any:
+        from fasterrcnn.data import build_loader
+
+        shard = (lambda b: shard_batches(b, rank, world)) if world > 1 else None
+        return build_loader(self.train_set, batch_size=self.cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                            num_workers=self.cfg.num_workers, group_aspect=self.group_aspect, shard=shard)
 
     # ------------------------------------------------------------------ models and stages
 
@@ -256,7 +258,6 @@ class Trainer:
         self, spec: StageSpec, logger: MetricsLogger, resume: dict[str, Any] | None, global_start: int
     ) -> tuple[FasterRCNN, int, float, int, dict[str, float]]:
         cfg = self.cfg
-        from fasterrcnn.data import build_loader
 
         model = spec.build().to(self.device)
         model.set_stage(spec.mode)
@@ -298,9 +299,7 @@ class Trainer:
             if it >= total_iters:
                 break
             self.train_set.set_epoch(epoch)
-            shard = (lambda b: shard_batches(b, self.ctx.rank, self.ctx.world)) if self.ctx.active else None
-            loader = build_loader(self.train_set, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed + spec.index, epoch=epoch,
-                                  num_workers=cfg.num_workers, group_aspect=self.group_aspect, shard=shard)
+            loader = self._loader(epoch, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
             sums: dict[str, float] = defaultdict(float)
             count = 0
             bar = tqdm(total=min(self.iters_per_epoch, total_iters - it), desc=f"stage {spec.index} epoch {epoch + 1}/{spec.epochs}", disable=not (cfg.progress and self.ctx.is_main), unit="it", dynamic_ncols=True)
