@@ -9,6 +9,8 @@ wins), gradient to the argmax.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 
 import numpy as np
@@ -17,7 +19,41 @@ import torch
 
 from fasterrcnn.ops import RoIPool, roi_pool
 
+roi_pool_module = importlib.import_module("fasterrcnn.ops.roi_pool")
+
 FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.fixture(autouse=True, params=["compiled", "tables"])
+def pool_path(request, monkeypatch) -> str:
+    """Every test runs twice: with the numba-compiled scan that serves CPU inputs (where numba
+    is installed; else that run is the same as the other), and with it unavailable, so that the
+    sparse-table path answers."""
+    if request.param == "tables":
+        monkeypatch.setattr(roi_pool_module, "_compiled_scan", lambda: None)
+    return request.param
+
+
+def test_which_path_serves_cpu_inputs(pool_path, monkeypatch) -> None:
+    """The compiled scan answers CPU inputs when numba is installed (and is not switched off),
+    for every RoI, split between threads; the results are the reference's either way."""
+    real = roi_pool_module._compiled_scan()
+    if pool_path == "compiled" and importlib.util.find_spec("numba") is not None:
+        assert real is not None
+    calls = []
+    if real is not None:
+        monkeypatch.setattr(roi_pool_module, "_compiled_scan", lambda: lambda *a: calls.append(a[-3:-1]) or real(*a))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 12, 15, generator=g)
+    xy = torch.rand(40, 2, generator=g) * 100
+    rois = torch.cat([torch.randint(0, 2, (40, 1), generator=g).double(), xy, xy + torch.rand(40, 2, generator=g) * 90 + 1], 1)
+    out = roi_pool(x, rois.float(), (3, 4), 1 / 8)
+    ref, _ = ref_roi_pool(x.double().numpy(), rois.numpy(), 3, 4, 1 / 8, np.float32)
+    np.testing.assert_array_equal(out.double().numpy(), ref)
+    if real is not None:
+        covered = sorted(calls)
+        assert covered[0][0] == 0 and covered[-1][1] == 40
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # the RoIs split without gaps
 
 
 # --------------------------------------------------------------------------- reference

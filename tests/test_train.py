@@ -39,11 +39,14 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch, quick):
-    """2 epochs straight == 1 epoch, killed, then --resume: the same weights, bit for bit (CPU)."""
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["plain", "ema"])
+def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch, quick, ema_decay):
+    """2 epochs straight == 1 epoch, killed, then --resume: the same weights, bit for bit (CPU);
+    with a weight average (EMA) too, which last.pt carries beside the raw weights."""
     import fasterrcnn.engine.trainer as trainer_mod
 
-    common = dict(data=str(tiny_set), val_split=None, epochs=2, **{**quick, "num_workers": 1})
+    common = dict(data=str(tiny_set), val_split=None, epochs=2, ema_decay=ema_decay, ema_warmup=2,
+                  **{**quick, "num_workers": 1})
     first = Trainer(TrainConfig(out=str(tmp_path / "a"), **common), log=quiet)
     straight = first.run()
 
@@ -68,6 +71,12 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch
     recs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     iters = [r["global_iter"] for r in recs if r["kind"] == "train"]
     assert iters == sorted(set(iters)) and iters[-1] == 2 * first.iters_per_epoch
+    last = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    if ema_decay:  # the final model is the average, not the last weights
+        assert torch.equal(last["ema"]["module"]["roi_heads.predictor.cls_score.weight"], b["roi_heads.predictor.cls_score.weight"])
+        assert not torch.equal(last["model"]["roi_heads.predictor.cls_score.weight"], b["roi_heads.predictor.cls_score.weight"])
+    else:
+        assert "ema" not in last and torch.equal(last["model"]["roi_heads.predictor.cls_score.weight"], b["roi_heads.predictor.cls_score.weight"])
 
 
 def test_resume_refuses_a_different_run(tiny_set, tmp_path, quick):

@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--gamma", type=float, help="lr step factor (default 0.1)")
     g.add_argument("--warmup-iters", type=int, help="linear warm-up iterations (default 200)")
     g.add_argument("--clip-grad-norm", type=float, help="clip the gradient norm (default: off)")
+    g.add_argument("--ema-decay", type=float,
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it "
+                        "as the final model (default 0: off)")
+    g.add_argument("--ema-warmup", type=int, help="iterations over which the average's decay ramps up (default 2000)")
     g.add_argument("--flip-prob", type=float, help="horizontal flip probability (default 0.5)")
     g.add_argument("--no-aspect-grouping", dest="group_aspect", action="store_false",
                    help="mix landscape and portrait images in a batch (default: each batch is one orientation, "

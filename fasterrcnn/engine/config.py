@@ -54,6 +54,8 @@ class TrainConfig:
     warmup_iters: int = 200
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float | None = None
+    ema_decay: float = 0.0  # > 0: keep a moving average of the weights and save it as the final model (engine.ema)
+    ema_warmup: int = 2000  # the average's decay ramps up over about this many iterations
     flip_prob: float = 0.5  # horizontal flip augmentation
     group_aspect: bool = True  # batches of one orientation (landscape or portrait): less padding
     # ---- runtime
@@ -98,6 +100,7 @@ class TrainConfig:
             (self.log_every >= 1, "log_every >= 1"),
             (self.max_iters is None or self.max_iters >= 1, "max_iters >= 1"),
             (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm > 0"),
+            (0 <= self.ema_decay < 1 and self.ema_warmup >= 0, "ema_decay in [0, 1) (0: off) and ema_warmup >= 0"),
         ]
         for ok, rule in checks:
             if not ok:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from fasterrcnn.engine.config import TrainConfig
 from fasterrcnn.engine.distributed import Context, launch, shard_batches
+from fasterrcnn.engine.ema import ModelEMA
 from fasterrcnn.engine.logger import MetricsLogger
 from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
 from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
@@ -289,6 +290,11 @@ class Trainer:
             if torch.cuda.is_available() and rng.get("cuda") is not None:
                 torch.cuda.set_rng_state_all(rng["cuda"])
             logger.truncate_after(global_start + it)
+        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+        if ema is not None and resume is not None and resume["stage"] == spec.index:
+            if "ema" not in resume:
+                raise CheckpointError(f"{resume['path']} holds no weight average, but this run has ema_decay={cfg.ema_decay}")
+            ema.load_state_dict(resume["ema"])
         propose = self.proposal_source(spec, model)
         self.log(f"[stage {spec.index}] {spec.name}: {spec.epochs} epoch(s), {total_iters} iterations, "
                  f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters")
@@ -309,6 +315,8 @@ class Trainer:
                     break
                 t0 = time.perf_counter()
                 losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
+                if ema is not None:
+                    ema.update(model)
                 dt = time.perf_counter() - t0
                 seconds += dt
                 images_seen += len(images) * self.ctx.world
@@ -331,16 +339,22 @@ class Trainer:
                         **epoch_losses, "seconds": time.perf_counter() - t_epoch}, step=global_start + it)
             self.log(f"[stage {spec.index}] epoch {epoch + 1}/{spec.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in epoch_losses.items()))
             self.ctx.average_buffers(model)
+            if ema is not None:  # every process then holds the same average (exact resume)
+                self.ctx.average_buffers(ema.module)
             rng = {"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
             rng_ranks = self.ctx.gather(rng)
             if self.ctx.is_main:
                 extra = {"rng_ranks": rng_ranks} if self.ctx.active else {}
+                if ema is not None:
+                    extra["ema"] = ema.state_dict()
                 save_checkpoint(
                     self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
                     rng=rng, **extra,
                 )
+        if ema is not None:  # the stage's result is the average (its BatchNorm statistics included)
+            model.load_state_dict(ema.module.state_dict())
         return model, it, seconds, images_seen, epoch_losses
 
     def _step(
