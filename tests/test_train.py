@@ -79,6 +79,21 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_set, tmp_path, monkeypatch
         assert "ema" not in last and torch.equal(last["model"]["roi_heads.predictor.cls_score.weight"], b["roi_heads.predictor.cls_score.weight"])
 
 
+def test_precise_bn_recomputes_the_final_statistics(tiny_set, tmp_path, quick):
+    """precise_bn_iters: the final model's BatchNorm statistics are re-estimated after the last
+    epoch (last.pt keeps the trained ones); the weights are the same."""
+    logs: list[str] = []
+    cfg = TrainConfig(data=str(tiny_set), val_split=None, out=str(tmp_path / "p"), epochs=1, max_iters=3,
+                      precise_bn_iters=4, **quick)
+    result = Trainer(cfg, log=logs.append).run()
+    last = torch.load(tmp_path / "p" / "last.pt", weights_only=True)["model"]
+    final = result.model.state_dict()
+    means = [k for k in final if k.endswith("running_mean")]
+    assert means and all(not torch.equal(final[k], last[k]) for k in means)
+    assert all(torch.equal(final[k], last[k]) for k in final if k.endswith("weight"))
+    assert any("re-estimated over 4 batches" in m for m in logs)
+
+
 def test_resume_refuses_a_different_run(tiny_set, tmp_path, quick):
     from fasterrcnn.errors import CheckpointError
 

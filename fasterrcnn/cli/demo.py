@@ -32,24 +32,29 @@ DEMO_DATA = {
 # objects cover one or two cells of the stride-16 map, at 512 fewer iterations fit), anchors
 # scaled to the objects' 32-256 px (scales 2, 4, 8, 16 of the 16 px base); 2 images per batch
 # (of one orientation: less padding, fewer kernel shapes);
-# AdamW (lr 1e-3, weight decay 0.01; SGD from scratch learns several times slower here); a
+# AdamW (lr 2e-3 for batches of 4, weight decay 0.01; SGD from scratch learns several times
+# slower here); a
 # BatchNorm'd box head whose 1x1 conv runs before the RoI pooling (the same layers, 4x less
 # data pooled); 2000 -> 500 training proposals instead of 12000 -> 2000 (the 128 sampled RoIs
 # hardly change; the NMS costs a third as much); bf16 autocast with channels_last where the
-# CPU supports bf16 ('auto'); 2,700 iterations, what fits in the time since the grouped batches
-# and a larger oneDNN kernel cache made the step 1.5x faster.
+# CPU supports bf16 ('auto'); batches of 4 images trained in 2 data-parallel processes of 2
+# images each (every BatchNorm batch keeps 2 images; one thread per process keeps both cores
+# busy: 1.8x the images per second of one process on batches of 2) at twice the learning rate;
+# 2,400 iterations, what fits in the time; then the BatchNorm statistics re-estimated for the
+# final weights over 100 batches (PreciseBN, engine/precise_bn.py).
 DEMO_TRAIN = {
     "preset": "small",
     "min_size": 448,
     "max_size": 672,
     "epochs": 100,
-    "max_iters": 2700,
-    "batch_size": 2,
+    "max_iters": 2400,
+    "batch_size": 4,
     "optimizer": "adamw",
-    "lr": 0.001,
+    "lr": 0.002,
     "weight_decay": 0.01,
-    "warmup_iters": 100,
+    "warmup_iters": 50,
     "lr_steps": [0.75],
+    "precise_bn_iters": 100,
     "model": {
         "anchors": {"scales": [2, 4, 8, 16]},
         "backbone_options": {"head_norm": "bn", "reduce_before_pool": True},
@@ -75,14 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-images", type=int, default=DEMO_DATA["num_test"],
                    help=f"synthetic test images (default {DEMO_DATA['num_test']})")
     p.add_argument("--iters", type=int, default=DEMO_TRAIN["max_iters"],
-                   help=f"training iterations of 2 images (default {DEMO_TRAIN['max_iters']})")
+                   help=f"training iterations of {DEMO_TRAIN['batch_size']} images (default {DEMO_TRAIN['max_iters']})")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="training/inference precision; auto: bf16 autocast where the CPU has bf16 "
                         "instructions (or on CUDA), else fp32 (default auto)")
-    p.add_argument("--processes", type=int, default=1,
-                   help="data-parallel training processes (default 1; 2 run 1.3x faster on 2 cores but put one "
-                        "image in each process's BatchNorm batch, which cost the demo 17 mAP points, BENCHMARKS.md)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="data-parallel training processes sharing each batch of 4 (1, 2 or 4; default 2 on a CPU "
+                        "with 2 or more cores, else 1)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes per training process (default 1 with one training process, "
                         "else 0: on 2 cores more workers compete with the training threads)")
@@ -105,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.train_images < 1 or args.test_images < 1 or args.iters < 1:
         raise ConfigError("--train-images, --test-images and --iters must be >= 1")
-    if args.processes < 1 or (args.workers is not None and args.workers < 0):
-        raise ConfigError("--processes must be >= 1 and --workers >= 0")
+    if args.processes is not None and args.processes not in (1, 2, 4):
+        raise ConfigError(f"--processes must be 1, 2 or 4 (they share each batch of {DEMO_TRAIN['batch_size']} images)")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError("--workers must be >= 0")
     start = time.perf_counter()
     out = Path(args.out)
     data_dir = out / "data"
@@ -121,10 +128,13 @@ def run(args: argparse.Namespace) -> int:
     print("[2/4] training the 'small' preset from scratch (approximate joint training)")
     device = resolve_device("auto")
     precision = resolve_precision(args.precision, device)
-    workers = args.workers if args.workers is not None else (0 if args.processes > 1 else 1)
+    processes = args.processes
+    if processes is None:  # one GPU trains alone; CPU cores are shared out between 2 processes
+        processes = 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    workers = args.workers if args.workers is not None else (0 if processes > 1 else 1)
     cfg = TrainConfig(data=str(data_dir), out=str(out / "train"), seed=args.seed, precision=precision,
                       channels_last=precision != "fp32", num_workers=workers, progress=args.progress,
-                      processes=args.processes, **{**DEMO_TRAIN, "max_iters": args.iters})
+                      processes=processes, **{**DEMO_TRAIN, "max_iters": args.iters})
     summary = train_and_evaluate(cfg)
     print("[4/4] drawing detections on test images")
     from fasterrcnn.data import build_dataset

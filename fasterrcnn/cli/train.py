@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and save it "
                         "as the final model (default 0: off)")
     g.add_argument("--ema-warmup", type=int, help="iterations over which the average's decay ramps up (default 2000)")
+    g.add_argument("--precise-bn", dest="precise_bn_iters", type=int, metavar="N",
+                   help="after training, re-estimate the BatchNorm statistics of the final weights over N training "
+                        "batches (PreciseBN; default 0: off)")
     g.add_argument("--flip-prob", type=float, help="horizontal flip probability (default 0.5)")
     g.add_argument("--no-aspect-grouping", dest="group_aspect", action="store_false",
                    help="mix landscape and portrait images in a batch (default: each batch is one orientation, "

@@ -56,6 +56,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     ema_decay: float = 0.0  # > 0: keep a moving average of the weights and save it as the final model (engine.ema)
     ema_warmup: int = 2000  # the average's decay ramps up over about this many iterations
+    precise_bn_iters: int = 0  # > 0: re-estimate BatchNorm statistics over this many batches at the end (engine.precise_bn)
     flip_prob: float = 0.5  # horizontal flip augmentation
     group_aspect: bool = True  # batches of one orientation (landscape or portrait): less padding
     # ---- runtime
@@ -101,6 +102,7 @@ class TrainConfig:
             (self.max_iters is None or self.max_iters >= 1, "max_iters >= 1"),
             (self.clip_grad_norm is None or self.clip_grad_norm > 0, "clip_grad_norm > 0"),
             (0 <= self.ema_decay < 1 and self.ema_warmup >= 0, "ema_decay in [0, 1) (0: off) and ema_warmup >= 0"),
+            (self.precise_bn_iters >= 0, "precise_bn_iters >= 0 (0: off)"),
         ]
         for ok, rule in checks:
             if not ok:

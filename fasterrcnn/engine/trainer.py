@@ -355,7 +355,39 @@ class Trainer:
                 )
         if ema is not None:  # the stage's result is the average (its BatchNorm statistics included)
             model.load_state_dict(ema.module.state_dict())
+        if cfg.precise_bn_iters:
+            self._precise_bn(model, spec, propose)
         return model, it, seconds, images_seen, epoch_losses
+
+    def _precise_bn(self, model: FasterRCNN, spec: StageSpec, propose: Callable[[list[Tensor]], list[Tensor]] | None) -> None:
+        """Re-estimate the BatchNorm statistics of the stage's final weights (engine.precise_bn)
+        over `precise_bn_iters` training batches (each process on its share), then average them
+        over the processes."""
+        from fasterrcnn.engine.precise_bn import update_bn_stats
+
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        self.train_set.set_epoch(spec.epochs)  # augmentations of an epoch the training did not see
+        loader = self._loader(spec.epochs, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
+
+        def forward(batch: tuple[list[Tensor], list[dict[str, Any]]]) -> None:
+            images = [img.to(self.device) for img in batch[0]]
+            targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in batch[1]]
+            with autocast(self.device, self.precision):
+                model(images, targets, proposals=propose(images) if propose is not None else None)
+
+        def batches() -> Any:
+            while True:  # a data set smaller than the batches asked for is read again
+                n = 0
+                for batch in loader:
+                    n += 1
+                    yield batch
+                if n == 0:
+                    return
+
+        used = update_bn_stats(model, batches(), forward, cfg.precise_bn_iters)
+        self.ctx.average_buffers(model)
+        self.log(f"[stage {spec.index}] BatchNorm statistics re-estimated over {used} batches ({time.perf_counter() - t0:.1f} s)")
 
     def _step(
         self,

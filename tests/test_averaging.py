@@ -1,4 +1,5 @@
-"""The weight average (engine.ema) against hand-computed values."""
+"""The weight average (engine.ema) and the re-estimated BatchNorm statistics (engine.precise_bn)
+against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from fasterrcnn.engine.ema import ModelEMA
+from fasterrcnn.engine.precise_bn import update_bn_stats
 
 
 def _net() -> nn.Module:
@@ -56,3 +58,35 @@ def test_state_round_trip_and_bad_arguments():
             ModelEMA(net, decay=decay)
     with pytest.raises(ValueError, match="no longer matches"):
         ModelEMA(net).update(nn.Linear(3, 2))
+
+
+def test_precise_bn_is_the_plain_average_of_the_batch_statistics():
+    class FrozenLast(nn.Sequential):  # its last norm stays in eval mode, like a frozen stage's
+        def train(self, mode: bool = True) -> nn.Module:
+            super().train(mode)
+            self[3].eval()
+            return self
+
+    torch.manual_seed(1)
+    net = FrozenLast(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.BatchNorm1d(4))
+    frozen_mean = net[3].running_mean.clone()
+    batches = [torch.randn(6, 3) * (i + 1) + i for i in range(5)]
+    used = update_bn_stats(net, batches, net, num_batches=4)
+    assert used == 4
+    with torch.no_grad():
+        h = [net[0](b) for b in batches[:4]]
+    torch.testing.assert_close(net[1].running_mean, torch.stack([x.mean(0) for x in h]).mean(0))
+    torch.testing.assert_close(net[1].running_var, torch.stack([x.var(0, unbiased=True) for x in h]).mean(0))
+    assert net[1].momentum == 0.1  # restored
+    assert torch.equal(net[3].running_mean, frozen_mean)
+
+
+def test_precise_bn_without_batches_keeps_the_old_statistics():
+    net = _net().train()
+    net(torch.randn(8, 3) + 3)
+    before = net[1].running_mean.clone()
+    with pytest.raises(ValueError, match="no batches"):
+        update_bn_stats(net, [], net, num_batches=5)
+    assert torch.equal(net[1].running_mean, before) and net[1].momentum == 0.1
+    assert update_bn_stats(net, [torch.randn(4, 3)], net, num_batches=0) == 0
+    assert torch.equal(net[1].running_mean, before)
