@@ -6,6 +6,10 @@ grad) and forward + backward; median (and min) wall-clock ms of --repeat runs af
 warm-ups, and the mean process CPU ms per run (all threads; steadier on a shared machine).
 
     python benchmarks/roi_ops.py [--repeat 9] [--only pool|align] [--threads N] [--device cuda]
+                                 [--pool-path auto|tables]
+
+`--pool-path tables` switches roi_pool's numba-compiled scan off (the sparse-table path answers,
+as without numba installed), to compare the two.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ def main() -> None:
     ap.add_argument("--only", choices=["pool", "align"], default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--pool-path", choices=["auto", "tables"], default="auto",
+                    help="roi_pool on CPU: the compiled scan where numba is installed (auto) or the sparse tables")
     args = ap.parse_args()
+    if args.pool_path == "tables":
+        import importlib
+
+        importlib.import_module("fasterrcnn.ops.roi_pool")._compiled_scan = lambda: None
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -40,8 +40,9 @@ DEMO_DATA = {
 # CPU supports bf16 ('auto'); batches of 4 images trained in 2 data-parallel processes of 2
 # images each (every BatchNorm batch keeps 2 images; one thread per process keeps both cores
 # busy: 1.8x the images per second of one process on batches of 2) at twice the learning rate;
-# 2,400 iterations, what fits in the time; then the BatchNorm statistics re-estimated for the
-# final weights over 100 batches (PreciseBN, engine/precise_bn.py).
+# 2,400 iterations, what fits in the time. (Re-estimating the BatchNorm statistics at the end,
+# `precise_bn_iters`, and a moving average of the weights, `ema_decay`, were measured on this
+# recipe and did not help: BENCHMARKS.md.)
 DEMO_TRAIN = {
     "preset": "small",
     "min_size": 448,
@@ -54,7 +55,6 @@ DEMO_TRAIN = {
     "weight_decay": 0.01,
     "warmup_iters": 50,
     "lr_steps": [0.75],
-    "precise_bn_iters": 100,
     "model": {
         "anchors": {"scales": [2, 4, 8, 16]},
         "backbone_options": {"head_norm": "bn", "reduce_before_pool": True},

@@ -371,8 +371,7 @@ class Trainer:
         loader = self._loader(spec.epochs, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
 
         def forward(batch: tuple[list[Tensor], list[dict[str, Any]]]) -> None:
-            images = [img.to(self.device) for img in batch[0]]
-            targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in batch[1]]
+            images, targets = self._to_device(*batch)
             with autocast(self.device, self.precision):
                 model(images, targets, proposals=propose(images) if propose is not None else None)
 
@@ -389,6 +388,11 @@ class Trainer:
         self.ctx.average_buffers(model)
         self.log(f"[stage {spec.index}] BatchNorm statistics re-estimated over {used} batches ({time.perf_counter() - t0:.1f} s)")
 
+    def _to_device(self, images: list[Tensor], targets: list[dict[str, Any]]) -> tuple[list[Tensor], list[dict[str, Any]]]:
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
+        return images, targets
+
     def _step(
         self,
         model: FasterRCNN,
@@ -401,8 +405,7 @@ class Trainer:
         global_iter: int,
     ) -> dict[str, float]:
         model.train()
-        images = [img.to(self.device, non_blocking=True) for img in images]
-        targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
+        images, targets = self._to_device(images, targets)
         proposals = propose(images) if propose is not None else None
         with autocast(self.device, self.precision):
             losses = model(images, targets, proposals=proposals)
