@@ -40,7 +40,7 @@ DEMO_DATA = {
 # CPU supports bf16 ('auto'); batches of 4 images trained in 2 data-parallel processes of 2
 # images each (every BatchNorm batch keeps 2 images; one thread per process keeps both cores
 # busy: 1.8x the images per second of one process on batches of 2) at twice the learning rate;
-# 2,400 iterations, what fits in the time. (Re-estimating the BatchNorm statistics at the end,
+# 2,200 iterations, what fits in ~10 minutes on a slow stretch of the shared machine. (Re-estimating the BatchNorm statistics at the end,
 # `precise_bn_iters`, and a moving average of the weights, `ema_decay`, were measured on this
 # recipe and did not help: BENCHMARKS.md.)
 DEMO_TRAIN = {
@@ -48,7 +48,7 @@ DEMO_TRAIN = {
     "min_size": 448,
     "max_size": 672,
     "epochs": 100,
-    "max_iters": 2400,
+    "max_iters": 2200,
     "batch_size": 4,
     "optimizer": "adamw",
     "lr": 0.002,
