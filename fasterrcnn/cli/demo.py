@@ -39,10 +39,10 @@ DEMO_DATA = {
 # hardly change; the NMS costs a third as much); bf16 autocast with channels_last where the
 # CPU supports bf16 ('auto'); batches of 4 images trained in 2 data-parallel processes of 2
 # images each (every BatchNorm batch keeps 2 images; one thread per process keeps both cores
-# busy: 1.8x the images per second of one process on batches of 2) at twice the learning rate;
-# 2,200 iterations, what fits in ~10 minutes on a slow stretch of the shared machine. (Re-estimating the BatchNorm statistics at the end,
-# `precise_bn_iters`, and a moving average of the weights, `ema_decay`, were measured on this
-# recipe and did not help: BENCHMARKS.md.)
+# busy: 1.25-1.4x the images per second of one process on batches of 2) at twice the learning
+# rate; 2,200 iterations, what fits in ~10 minutes on a slow stretch of the shared machine.
+# (Re-estimating the BatchNorm statistics at the end, `precise_bn_iters`, and a moving average
+# of the weights, `ema_decay`, were measured on this recipe and did not help: BENCHMARKS.md.)
 DEMO_TRAIN = {
     "preset": "small",
     "min_size": 448,
