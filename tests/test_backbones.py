@@ -174,6 +174,20 @@ def test_small_parameter_count(built):
     assert 1e6 < _n_params(trunk) + _n_params(head) < 5e6
 
 
+def test_small_residual_block_counts():
+    """`blocks` sets the residual blocks of stages 1-3 (default one each): a 32-channel basic
+    block has 2 x (9 x 32 x 32) conv weights + 2 x 64 BatchNorm parameters."""
+    from fasterrcnn.modeling.backbones.small import build_small
+
+    trunk, _, _ = build_small(blocks=(0, 1, 2))
+    assert _n_params(trunk) == 659_728 - (2 * 9 * 32 * 32 + 2 * 64) + (2 * 9 * 128 * 128 + 2 * 256)
+    x = torch.rand(1, 3, 64, 96)
+    assert trunk(x).shape == (1, 256, 4, 6)
+    for bad in ((1, 1), (1, -1, 1), (1.5, 1, 1)):
+        with pytest.raises(ValueError, match="blocks must be three"):
+            build_small(blocks=bad)
+
+
 # ------------------------------------------------------------------------------------------
 # Loading torchvision-format ImageNet weights
 

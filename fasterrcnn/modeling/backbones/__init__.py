@@ -57,7 +57,7 @@ _BUILDERS: dict[str, Callable[..., tuple[nn.Module, nn.Module, BackboneInfo]]] =
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "vgg16": ("ceil_mode", "dropout"),
     "zf": ("ceil_mode", "dropout"),
-    "small": ("norm", "head_features", "dropout", "head_norm", "reduce_before_pool"),
+    "small": ("norm", "head_features", "dropout", "head_norm", "reduce_before_pool", "blocks"),
     **{n: ("norm",) for n in _RESNETS},
 }
 _IGNORED: dict[str, tuple[str, ...]] = {

@@ -50,7 +50,9 @@ roughly unit-variance on natural images (BatchNorm after the stem makes the exac
 unimportant) and an ImageNet-trained `small` could later be dropped in.
 
 `frozen_stages` (default 0): k > 0 freezes stem + stage1 (k >= 1) .. stage k; their norm
-layers stay in eval mode.
+layers stay in eval mode. `blocks` (default (1, 1, 1)): the number of basic residual blocks of
+stages 1-3 (each costs about the same arithmetic: a quarter of the positions at twice the
+channels per stage).
 """
 
 from __future__ import annotations
@@ -128,14 +130,14 @@ class SmallTrunk(nn.Module):
     stride = 16
 
     def __init__(self, widths: tuple[int, int, int, int, int] = (16, 32, 64, 128, 256),
-                 mid: int = 64, norm: str = "bn"):
+                 mid: int = 64, norm: str = "bn", blocks: tuple[int, int, int] = (1, 1, 1)):
         super().__init__()
         c0, c1, c2, c3, c4 = widths
         self.out_channels = c4
         self.stem = ConvNormReLU(3, c0, 3, 2, norm)
-        self.stage1 = nn.Sequential(ConvNormReLU(c0, c1, 3, 2, norm), BasicResBlock(c1, norm))
-        self.stage2 = nn.Sequential(ConvNormReLU(c1, c2, 3, 2, norm), BasicResBlock(c2, norm))
-        self.stage3 = nn.Sequential(ConvNormReLU(c2, c3, 3, 2, norm), BasicResBlock(c3, norm))
+        self.stage1 = nn.Sequential(ConvNormReLU(c0, c1, 3, 2, norm), *(BasicResBlock(c1, norm) for _ in range(blocks[0])))
+        self.stage2 = nn.Sequential(ConvNormReLU(c1, c2, 3, 2, norm), *(BasicResBlock(c2, norm) for _ in range(blocks[1])))
+        self.stage3 = nn.Sequential(ConvNormReLU(c2, c3, 3, 2, norm), *(BasicResBlock(c3, norm) for _ in range(blocks[2])))
         self.stage4 = nn.Sequential(
             ConvNormReLU(c3, c4, 1, 1, norm),
             DilatedBottleneck(c4, mid, 2, norm),
@@ -244,9 +246,13 @@ class SmallHead(nn.Module):
 def build_small(
     frozen_stages: int | None = None, *, norm: str = "bn", head_features: int = 512,
     dropout: float = 0.0, head_norm: str | None = None, reduce_before_pool: bool = False,
+    blocks: tuple[int, int, int] | list[int] = (1, 1, 1),
 ) -> tuple[SmallTrunk, SmallHead, BackboneInfo]:
     frozen_stages = check_frozen_stages("small", 0 if frozen_stages is None else frozen_stages, 4)
-    trunk = SmallTrunk(norm=norm)
+    blocks = tuple(blocks)
+    if len(blocks) != 3 or not all(isinstance(b, int) and b >= 0 for b in blocks):
+        raise ValueError(f"small: blocks must be three residual-block counts >= 0 (stages 1-3), got {blocks!r}")
+    trunk = SmallTrunk(norm=norm, blocks=blocks)
     head = SmallHead(trunk.out_channels, 7, hidden=head_features, dropout=dropout, norm=head_norm,
                      reduce_before_pool=reduce_before_pool)
     for stage in trunk.stages()[:frozen_stages]:
