@@ -30,10 +30,9 @@ DEMO_DATA = {
 # network from scratch on a CPU in minutes needs, each measured in BENCHMARKS.md: images
 # resized to a shorter side of 448 (the synthetic images are 400-560 px; at 320 the small
 # objects cover one or two cells of the stride-16 map, at 512 fewer iterations fit), anchors
-# scaled to the objects' 32-256 px (scales 2, 4, 8, 16 of the 16 px base); 2 images per batch
-# (of one orientation: less padding, fewer kernel shapes);
-# AdamW (lr 2e-3 for batches of 4, weight decay 0.01; SGD from scratch learns several times
-# slower here); a
+# scaled to the objects' 32-256 px (scales 2, 4, 8, 16 of the 16 px base); batches of one
+# orientation (less padding, fewer kernel shapes); AdamW (lr 2e-3 for batches of 4, weight
+# decay 0.01; SGD from scratch learns several times slower here); a
 # BatchNorm'd box head whose 1x1 conv runs before the RoI pooling (the same layers, 4x less
 # data pooled); 2000 -> 500 training proposals instead of 12000 -> 2000 (the 128 sampled RoIs
 # hardly change; the NMS costs a third as much); bf16 autocast with channels_last where the

@@ -367,7 +367,7 @@ class Trainer:
 
         t0 = time.perf_counter()
         cfg = self.cfg
-        self.train_set.set_epoch(spec.epochs)  # augmentations of an epoch the training did not see
+        # batches and augmentations of an epoch the training did not see (build_loader sets it)
         loader = self._loader(spec.epochs, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
 
         def forward(batch: tuple[list[Tensor], list[dict[str, Any]]]) -> None:
