@@ -104,6 +104,28 @@ def test_config_file_and_command_line_merge(tmp_path):
     assert (cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.min_size) == (0.9, 0.0005, 1, 600)  # the paper's
 
 
+def test_multi_scale_and_test_size_options(tmp_path):
+    from fasterrcnn.cli.train import build_config
+    from fasterrcnn.engine.config import TrainConfig
+    from fasterrcnn.errors import ConfigError
+
+    cfg = build_config(build_parser().parse_args(["train", "--data", "d", "--min-size", "448"]))
+    assert cfg.min_size == 448 and cfg.test_size() == (448, 1000)
+    cfg = build_config(build_parser().parse_args(
+        ["train", "--data", "d", "--min-size", "384", "448", "512", "--max-size", "672", "--test-min-size", "576",
+         "--test-max-size", "864"]))
+    assert cfg.train_sizes() == [384, 448, 512] and cfg.test_size() == (576, 864)
+    assert TrainConfig(data="d", min_size=[400, 480]).test_size() == (480, 1000)  # default: the largest
+    f = tmp_path / "cfg.json"
+    f.write_text(json.dumps({"data": "d", "min_size": [400, "big"]}))
+    with pytest.raises(ConfigError, match="min_size must be an integer or a list of integers"):
+        build_config(build_parser().parse_args(["train", "--config", str(f)]))
+    with pytest.raises(ConfigError, match="0 < min_size <= max_size"):
+        build_config(build_parser().parse_args(["train", "--data", "d", "--min-size", "400", "1200"]))
+    with pytest.raises(ConfigError, match="test_min_size"):
+        build_config(build_parser().parse_args(["train", "--data", "d", "--test-min-size", "1200"]))
+
+
 def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     """The demo's whole path (generate, train, evaluate, draw, summary) with a few images and
     iterations; the full-size run and its figures are in BENCHMARKS.md."""

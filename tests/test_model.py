@@ -77,6 +77,26 @@ def test_overrides_and_config_errors():
         build_model("small", 2, rpn={"nms_thresh": "high"})
 
 
+def test_multi_scale_training_sizes_and_test_size():
+    """train_min_size: in training an image already at one of the scales is kept, any other
+    is brought to one of them; in eval every image goes to the test size (min_size)."""
+    m = build_model("small", 2, min_size=576, max_size=864, train_min_size=[384, 448, 512], train_max_size=672)
+    t = m.transform
+    m.train()
+    assert t([torch.rand(3, 448, 600)]).image_sizes == [(448, 600)]  # at scale 448: untouched
+    assert t([torch.rand(3, 512, 512)] * 2).image_sizes == [(512, 512)] * 2
+    torch.manual_seed(0)
+    drawn = {t([torch.rand(3, 500, 700)]).image_sizes[0] for _ in range(30)}
+    assert drawn == {(384, 538), (448, 627), (480, 672)}  # 512 capped by train_max_size 672
+    m.eval()
+    assert t([torch.rand(3, 448, 600)]).image_sizes == [(576, 771)]
+    assert build_model("small", 2, min_size=320).transform.train_min_sizes is None  # one scale: min_size
+    with pytest.raises(ConfigError, match="transform.train_min_size"):
+        build_model("small", 2, train_min_size=[400, 2000])
+    with pytest.raises(ConfigError, match="transform.train_min_size"):
+        build_model("small", 2, train_min_size=[])
+
+
 def test_torchvision_vgg16_state_dict_loads_with_no_missing_keys():
     # torchvision's vgg16 key names: 13 convs at features.{0,2,5,7,10,12,14,17,19,21,24,26,28},
     # classifier.0 / .3 (fc6, fc7) and .6 (the 1000-way classifier, not used by the detector)

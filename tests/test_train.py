@@ -103,6 +103,34 @@ def test_resume_refuses_a_different_run(tiny_set, tmp_path, quick):
         Trainer(TrainConfig(epochs=1, resume=True, **{**common, "seed": 5}), log=quiet).run()
 
 
+def test_multi_scale_training_and_test_size(tiny_set, tmp_path, quick, monkeypatch):
+    """min_size as a list: each training image at one of the scales (drawn per image, resized
+    once, by the data pipeline); evaluation and the saved model at test_min_size."""
+    from fasterrcnn.engine.report import train_and_evaluate
+    from fasterrcnn.modeling.checkpoint import read_checkpoint
+    from fasterrcnn.modeling.transform import DetectionTransform
+
+    seen: list[tuple[bool, list[tuple[int, int]], list[tuple[float, float]]]] = []
+    real_forward = DetectionTransform.forward
+
+    def spy(self, images):
+        batch = real_forward(self, images)
+        seen.append((self.training, batch.image_sizes, batch.scales))
+        return batch
+
+    monkeypatch.setattr(DetectionTransform, "forward", spy)
+    cfg = TrainConfig(data=str(tiny_set), out=str(tmp_path / "ms"), epochs=1, max_iters=6,
+                      **{**quick, "min_size": [128, 160], "max_size": 320, "test_min_size": 224, "test_max_size": 400})
+    summary = train_and_evaluate(cfg, log=quiet)
+    train_sizes = [hw for training, sizes, _ in seen if training for hw in sizes]
+    assert len(train_sizes) >= 10 and {min(hw) for hw in train_sizes} == {128, 160}  # 6 batches of <= 2
+    assert all(sc == (1.0, 1.0) for training, _, scales in seen if training for sc in scales)  # no second resize
+    eval_sizes = [hw for training, sizes, _ in seen if not training for hw in sizes]
+    assert eval_sizes and {min(hw) for hw in eval_sizes} == {224}
+    t = read_checkpoint(summary["files"]["checkpoint"], "cpu")["config"]["transform"]
+    assert (t["min_size"], t["max_size"], t["train_min_size"], t["train_max_size"]) == (224, 400, [128, 160], 320)
+
+
 def test_alternating_four_step_schedule(tiny_set, tmp_path, quick):
     out = tmp_path / "alt"
     cfg = TrainConfig(data=str(tiny_set), out=str(out), schedule="alternating", epochs=1, max_iters=4, val_split=None, **quick)

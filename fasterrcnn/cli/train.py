@@ -35,8 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--preset", help="vgg16 (paper), zf (paper), small (CPU, from scratch), resnet50, ... (default: vgg16)")
     g.add_argument("--pretrained", help="ImageNet weights file in torchvision's format for the backbone")
-    g.add_argument("--min-size", type=int, help="shorter image side in pixels (default: 600)")
+    g.add_argument("--min-size", type=int, nargs="+", metavar="PX",
+                   help="training shorter image side in pixels (default: 600); several values: one drawn per "
+                        "image (multi-scale training)")
     g.add_argument("--max-size", type=int, help="longer image side at most (default: 1000)")
+    g.add_argument("--test-min-size", type=int, metavar="PX",
+                   help="shorter side for evaluation and inference, saved with the model (default: --min-size, "
+                        "the largest if several)")
+    g.add_argument("--test-max-size", type=int, metavar="PX", help="longer side at most at test time (default: --max-size)")
     g.add_argument("--set", dest="model_overrides", action="append", metavar="KEY=VALUE",
                    help="model config override, e.g. rpn.nms_thresh=0.6 or roi_heads.pooler=roi_align (repeatable)")
     g = p.add_argument_group("optimisation")
@@ -123,6 +129,8 @@ def build_config(args: argparse.Namespace) -> Any:
                 opts[key] = [(float if key == "lr_steps" else int)(x) for x in opts[key].split(",")]
             except ValueError as exc:
                 raise ConfigError(f"--{key.replace('_', '-')} {opts[key]!r}: expected comma-separated numbers") from exc
+    if "min_size" in opts and len(opts["min_size"]) == 1:
+        opts["min_size"] = opts["min_size"][0]
     if "model_overrides" in opts:
         cfg.model.update(parse_overrides(opts.pop("model_overrides")))
     cfg.update(opts, where="command line")

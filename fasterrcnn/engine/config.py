@@ -34,8 +34,10 @@ class TrainConfig:
     # ---- model
     preset: str = "vgg16"
     pretrained: str | None = None  # ImageNet weights file in torchvision's format
-    min_size: int = 600  # shorter side (paper: 600)
+    min_size: int | list[int] = 600  # training shorter side (paper: 600); a list: one drawn per image (multi-scale)
     max_size: int = 1000  # longer side at most (code: 1000)
+    test_min_size: int | None = None  # evaluation/inference shorter side, saved with the model; None: min_size (a list: its largest)
+    test_max_size: int | None = None  # None: max_size
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
     # ---- optimisation (paper / code)
     schedule: str = "joint"  # joint (approximate joint training) | alternating (4-step)
@@ -94,7 +96,9 @@ class TrainConfig:
             (0 < self.gamma <= 1, "gamma in (0, 1]"),
             (self.warmup_iters >= 0 and 0 < self.warmup_factor <= 1, "warmup_iters >= 0 and warmup_factor in (0, 1]"),
             (0 <= self.flip_prob <= 1, "flip_prob in [0, 1]"),
-            (0 < self.min_size <= self.max_size, "0 < min_size <= max_size"),
+            (len(self.train_sizes()) > 0 and all(0 < m <= self.max_size for m in self.train_sizes()),
+             "0 < min_size <= max_size (min_size: a number or a list of numbers)"),
+            (0 < self.test_size()[0] <= self.test_size()[1], "0 < test_min_size <= test_max_size"),
             (self.num_workers >= 0, "num_workers >= 0"),
             (self.processes >= 1 and self.batch_size % self.processes == 0,
              "processes >= 1 dividing batch_size (each process trains on batch_size / processes images)"),
@@ -108,6 +112,15 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"invalid training configuration: expected {rule}")
 
+    def train_sizes(self) -> list[int]:
+        """The training shorter sides (one, or the multi-scale choices)."""
+        return [self.min_size] if isinstance(self.min_size, int) else list(self.min_size)
+
+    def test_size(self) -> tuple[int, int]:
+        """(shorter side, longer side at most) for evaluation and inference."""
+        sizes = self.train_sizes()
+        return self.test_min_size or (max(sizes) if sizes else 0), self.test_max_size or self.max_size
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -119,6 +132,10 @@ class TrainConfig:
             if k not in names:
                 raise ConfigError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
             current = getattr(self, k)
+            if k == "min_size" and isinstance(value, (list, tuple)):
+                if not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                    raise ConfigError(f"{where}: {key} must be an integer or a list of integers, got {value!r}")
+                value, current = list(value), None
             if value is not None and current is not None:
                 if isinstance(current, bool) and not isinstance(value, bool):
                     raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")

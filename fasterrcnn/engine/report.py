@@ -50,7 +50,8 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
         "files": files,
     }
     if evaluate and cfg.val_split:
-        common = dict(format=cfg.format, min_size=cfg.min_size, max_size=cfg.max_size, seed=cfg.seed, classes=trainer.classes)
+        test_min, test_max = cfg.test_size()
+        common = dict(format=cfg.format, min_size=test_min, max_size=test_max, seed=cfg.seed, classes=trainer.classes)
         if cfg.image_dir is not None:
             common["image_dir"] = cfg.image_dir
         try:

@@ -124,8 +124,11 @@ class Trainer:
         seeded so that the same stage always starts from the same weights."""
         torch.manual_seed(self.cfg.seed + 1000 * seed_offset)
         overrides = dict(self.cfg.model)
-        overrides.setdefault("min_size", self.cfg.min_size)
-        overrides.setdefault("max_size", self.cfg.max_size)
+        test_min, test_max = self.cfg.test_size()
+        overrides.setdefault("min_size", test_min)
+        overrides.setdefault("max_size", test_max)
+        overrides.setdefault("train_min_size", self.cfg.train_sizes())
+        overrides.setdefault("train_max_size", self.cfg.max_size)
         model = build_model(self.cfg.preset, len(self.classes), class_names=self.classes, **overrides)
         if self.cfg.pretrained:
             report = load_imagenet_weights(model, self.cfg.pretrained)
@@ -166,6 +169,7 @@ class Trainer:
             source.config.rpn.pre_nms_top_n_test = rpn_cfg.pre_nms_top_n_train
             source.config.rpn.post_nms_top_n_test = rpn_cfg.post_nms_top_n_train
             source.eval()
+            source.transform.train()  # the training images' scale(s), not the test size
 
         def propose(images: list[Tensor]) -> list[Tensor]:
             with autocast(self.device, self.precision):

@@ -92,10 +92,18 @@ class RoIHeadConfig:
 
 @dataclass
 class TransformConfig:
-    """Input scaling (Sec. 3.3): shorter side 600 px, longer side at most 1000 (code)."""
+    """Input scaling (Sec. 3.3): shorter side 600 px, longer side at most 1000 (code).
+
+    `min_size`/`max_size` are the inference size, and the training size unless
+    `train_min_size` is given: training shorter sides from which one is drawn per image
+    (multi-scale training, detectron2's MIN_SIZE_TRAIN "choice"; the paper trains and tests at
+    one scale, Sec. 3.3), with the longer side at most `train_max_size` (default `max_size`).
+    """
 
     min_size: int = 600
     max_size: int = 1000
+    train_min_size: tuple[int, ...] | None = None  # None: train at min_size
+    train_max_size: int | None = None  # None: max_size
     pixel_mean: tuple[float, float, float] | None = None  # in [0, 1] units; None = backbone's
     pixel_std: tuple[float, float, float] | None = None
     size_divisible: int = 16  # batches are padded to a multiple of the stride
@@ -162,6 +170,11 @@ class ModelConfig:
             (h.detections_per_img > 0, "roi_heads.detections_per_img > 0"),
             (len(h.bbox_reg_weights) == 4 and all(w > 0 for w in h.bbox_reg_weights), "roi_heads.bbox_reg_weights: 4 positive numbers"),
             (0 < t.min_size <= t.max_size, "0 < transform.min_size <= transform.max_size"),
+            (t.train_min_size is None or (len(t.train_min_size) > 0 and all(
+                isinstance(x, int) and not isinstance(x, bool) and 0 < x <= (t.train_max_size or t.max_size)
+                for x in t.train_min_size)),
+             "transform.train_min_size: integers in (0, transform.train_max_size (or max_size)]"),
+            (t.train_max_size is None or t.train_max_size > 0, "transform.train_max_size > 0"),
             (t.size_divisible >= 1, "transform.size_divisible >= 1"),
             (len(self.anchors.ratios) > 0 and all(x > 0 for x in self.anchors.ratios), "anchors.ratios: positive numbers"),
             (len(self.anchors.scales) > 0 and all(x > 0 for x in self.anchors.scales), "anchors.scales: positive numbers"),

@@ -62,6 +62,8 @@ class FasterRCNN(nn.Module):
             t.pixel_mean or info.pixel_mean,
             t.pixel_std or info.pixel_std,
             t.size_divisible,
+            train_min_sizes=t.train_min_size,
+            train_max_size=t.train_max_size,
         )
         self.backbone = trunk
         self.rpn = RegionProposalNetwork(

@@ -78,7 +78,12 @@ def check_images(images: object) -> list[Tensor]:
 class DetectionTransform(nn.Module):
     """Resize (short side `min_size`, long side <= `max_size`), normalise, pad to a batch, and
     map predictions back to the input images' coordinates (torchvision's
-    GeneralizedRCNNTransform, with the paper's sizes)."""
+    GeneralizedRCNNTransform, with the paper's sizes).
+
+    In training mode with `train_min_sizes` (multi-scale training), an image already at one of
+    those scales (the data pipeline resized it) is kept as it is; any other is resized to one
+    drawn at random (torch's generator), with the longer side at most `train_max_size`.
+    """
 
     def __init__(
         self,
@@ -87,17 +92,30 @@ class DetectionTransform(nn.Module):
         pixel_mean: tuple[float, float, float],
         pixel_std: tuple[float, float, float],
         size_divisible: int = 16,
+        train_min_sizes: tuple[int, ...] | None = None,
+        train_max_size: int | None = None,
     ) -> None:
         super().__init__()
         self.min_size = min_size
         self.max_size = max_size
+        self.train_min_sizes = tuple(train_min_sizes) if train_min_sizes else None
+        self.train_max_size = train_max_size or max_size
         self.size_divisible = size_divisible
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), persistent=False)
 
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) an image of this size is brought to in the current mode."""
+        if not (self.training and self.train_min_sizes):
+            return resized_size(height, width, self.min_size, self.max_size)
+        sizes = [resized_size(height, width, s, self.train_max_size) for s in self.train_min_sizes]
+        if (height, width) in sizes:
+            return height, width
+        return sizes[int(torch.randint(len(sizes), ()))]
+
     def resize(self, image: Tensor) -> Tensor:
         h, w = image.shape[-2:]
-        new = resized_size(h, w, self.min_size, self.max_size)
+        new = self.target_size(h, w)
         if new == (h, w):
             return image
         return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False, antialias=True)[0]
