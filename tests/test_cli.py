@@ -120,6 +120,15 @@ def test_multi_scale_and_test_size_options(tmp_path):
     f.write_text(json.dumps({"data": "d", "min_size": [400, "big"]}))
     with pytest.raises(ConfigError, match="min_size must be an integer or a list of integers"):
         build_config(build_parser().parse_args(["train", "--config", str(f)]))
+    f.write_text(json.dumps({"data": "d", "test_min_size": "big", "clip_grad_norm": 1}))
+    with pytest.raises(ConfigError, match="test_min_size must be a number, got 'big'"):
+        build_config(build_parser().parse_args(["train", "--config", str(f)]))
+    f.write_text(json.dumps({"data": "d", "test_min_size": 512.0, "classes": ["a", "b"], "stage_epochs": None}))
+    cfg = build_config(build_parser().parse_args(["train", "--config", str(f)]))
+    assert cfg.test_min_size == 512 and isinstance(cfg.test_min_size, int) and cfg.classes == ["a", "b"]
+    f.write_text(json.dumps({"data": "d", "classes": "a,b"}))
+    with pytest.raises(ConfigError, match="classes must be a list"):
+        build_config(build_parser().parse_args(["train", "--config", str(f)]))
     with pytest.raises(ConfigError, match="0 < min_size <= max_size"):
         build_config(build_parser().parse_args(["train", "--data", "d", "--min-size", "400", "1200"]))
     with pytest.raises(ConfigError, match="test_min_size"):

@@ -136,6 +136,9 @@ class TrainConfig:
                 if not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
                     raise ConfigError(f"{where}: {key} must be an integer or a list of integers, got {value!r}")
                 value, current = list(value), None
+            elif current is None and value is not None:  # a field that defaults to None: check its declared type
+                base = str(names[k].type).split("|")[0].strip()
+                current = [] if base.startswith("list") else {"int": 0, "float": 0.0, "str": ""}.get(base)
             if value is not None and current is not None:
                 if isinstance(current, bool) and not isinstance(value, bool):
                     raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
