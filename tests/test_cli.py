@@ -65,6 +65,7 @@ def test_help_is_fast_and_does_not_import_torch():
         (["train", "--data", "x", "--set", "rpn.nms_thresh"], "expected KEY=VALUE"),
         (["train", "--data", "x", "--lr-steps", "a,b"], "--lr-steps"),
         (["eval", "--checkpoint", "/nonexistent.pt", "--data", "x"], "/nonexistent.pt does not exist"),
+        (["eval", "--detections", "d.json", "--data", "x", "--flip-tta"], "--flip-tta runs a model"),
         (["detect", "/nonexistent/dir", "--checkpoint", "c.pt"], "/nonexistent/dir: no such file or folder"),
         (["detect", "x.jpg", "--checkpoint", "c.pt", "--score-thresh", "2"], "--score-thresh"),
         (["bench", "ops", "--repeat", "0"], "--repeat"),

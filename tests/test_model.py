@@ -75,6 +75,11 @@ def test_overrides_and_config_errors():
         build_model("alexnet", 2)
     with pytest.raises(ConfigError, match="must be a number"):
         build_model("small", 2, rpn={"nms_thresh": "high"})
+    assert build_model("small", 2, box_vote_thresh=0.5).config.roi_heads.box_vote_thresh == 0.5
+    assert build_model("small", 2).config.roi_heads.box_vote_thresh is None  # the paper: no voting
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="box_vote_thresh in"):
+            build_model("small", 2, box_vote_thresh=bad)
 
 
 def test_multi_scale_training_sizes_and_test_size():
@@ -313,3 +318,46 @@ def test_small_bn_head_trains_on_an_image_with_a_single_roi():
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 90.0, 100.0]]), "labels": torch.tensor([1])}]
     _, losses = m.roi_heads(features, proposals, [(128, 160)], targets)
     assert torch.isfinite(sum(losses.values()))
+
+
+def _greedy_nms(boxes, scores, labels, thresh, limit):
+    """Per-class greedy NMS, one box at a time (the reference for the merged TTA detections)."""
+    from fasterrcnn.ops import box_iou
+
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    kept: list[int] = []
+    for i in order:
+        if all(labels[j] != labels[i] or float(box_iou(boxes[i][None], boxes[j][None])) <= thresh for j in kept):
+            kept.append(i)
+    return kept[:limit]
+
+
+def test_flip_tta_merges_the_mirror_images_detections():
+    from fasterrcnn.modeling.tta import FlipTTA
+
+    torch.manual_seed(0)
+    model = build_model("small", 3, min_size=160, max_size=256, detections_per_img=40).eval()
+    images = [torch.rand(3, 150, 200), torch.rand(3, 170, 130)]
+    tta = FlipTTA(model)
+    merged = tta(images)
+    plain = model(images)
+    mirrored = model([img.flip(-1) for img in images])
+    for img, out, a, b in zip(images, merged, plain, mirrored):
+        w = img.shape[-1]
+        back = b["boxes"].clone()
+        back[:, 0], back[:, 2] = w - b["boxes"][:, 2], w - b["boxes"][:, 0]
+        boxes = torch.cat([a["boxes"], back])
+        scores = torch.cat([a["scores"], b["scores"]])
+        labels = torch.cat([a["labels"], b["labels"]])
+        assert len(a["boxes"]) and len(b["boxes"])
+        kept = _greedy_nms(boxes, scores, labels, 0.3, 40)
+        assert len(out["boxes"]) == len(kept)
+        torch.testing.assert_close(out["boxes"], boxes[kept])
+        torch.testing.assert_close(out["scores"], scores[kept])
+        assert torch.equal(out["labels"], labels[kept])
+        assert (out["boxes"][:, 2] <= w).all() and (out["boxes"][:, 0] >= 0).all()
+    with pytest.raises(RuntimeError, match="inference"):
+        tta.train()
+    model.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        tta(images)

@@ -127,3 +127,52 @@ def test_postprocess_decodes_class_specific_deltas_and_clips():
     deltas[0, 4:] = torch.tensor([10 * 0.5, 0.0, 0.0, 0.0])  # class 1: shift right by 0.5 w (weights 10)
     dets = heads.postprocess(cls_logits, deltas, proposals, [(100, 60)])[0]
     torch.testing.assert_close(dets["boxes"], torch.tensor([[30.0, 10, 60, 50]]))  # x2 70 clipped to 60
+
+
+def test_box_vote_hand_computed():
+    from fasterrcnn.modeling.roi_heads import box_vote
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [30, 30, 40, 40], [0, 0, 4, 10]])
+    scores = torch.tensor([0.9, 0.3, 0.8, 0.7, 0.5])
+    labels = torch.tensor([1, 1, 2, 1, 1])
+    # kept box 0 (class 1): box 1 overlaps it with IoU 90/110 = 0.818 (votes), box 2 is class 2,
+    # box 3 does not overlap, box 4 has IoU 0.4 (< 0.5): the vote is (0.9 b0 + 0.3 b1) / 1.2
+    out = box_vote(boxes[:1], labels[:1], boxes, scores, labels, 0.5)
+    torch.testing.assert_close(out, torch.tensor([[0.25, 0.0, 10.25, 10.0]]))
+    # a threshold above 0.818 leaves the box alone; a lower one (0.4) lets box 4 vote too
+    torch.testing.assert_close(box_vote(boxes[:1], labels[:1], boxes, scores, labels, 0.9), boxes[:1])
+    expect = (0.9 * boxes[0] + 0.3 * boxes[1] + 0.5 * boxes[4]) / 1.7
+    torch.testing.assert_close(box_vote(boxes[:1], labels[:1], boxes, scores, labels, 0.4)[0], expect)
+    assert box_vote(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), boxes, scores, labels, 0.5).shape == (0, 4)
+
+
+def test_postprocess_box_vote_against_brute_force():
+    g = torch.Generator().manual_seed(3)
+    proposals = [random_proposals(60, 4, size=150.0), random_proposals(40, 5, size=150.0)]
+    cls_logits = torch.randn(100, 4, generator=g) * 2
+    deltas = torch.randn(100, 16, generator=g)
+    plain = make_heads().postprocess(cls_logits, deltas, proposals, [(260, 260), (260, 260)])
+    voted = make_heads(box_vote_thresh=0.6).postprocess(cls_logits, deltas, proposals, [(260, 260), (260, 260)])
+    coder = BoxCoder(RoIHeadConfig().bbox_reg_weights)
+    probs = torch.softmax(cls_logits, 1)
+    for i, (p, v) in enumerate(zip(plain, voted)):
+        assert torch.equal(p["labels"], v["labels"]) and torch.equal(p["scores"], v["scores"])
+        rows = slice(0, 60) if i == 0 else slice(60, 100)
+        # the candidates, one by one: every (RoI, class) decoded, clipped, above the score threshold
+        cands = []
+        for r in range(rows.start, rows.stop):
+            for c in range(1, 4):
+                b = coder.decode(deltas[r : r + 1, 4 * c : 4 * c + 4], proposals[i][r - rows.start][None])[0]
+                b = b.clamp(min=0, max=260)
+                if probs[r, c] > 0.05:
+                    cands.append((b, float(probs[r, c]), c))
+        assert len(p["boxes"]) > 3
+        for box, lab in zip(p["boxes"], p["labels"].tolist()):
+            num, den = torch.zeros(4), 0.0
+            for b, s, c in cands:
+                if c == lab and float(box_iou(box[None], b[None])) >= 0.6:
+                    num, den = num + s * b, den + s
+            expected = num / den
+            j = [k for k in range(len(p["boxes"])) if torch.equal(p["boxes"][k], box)][0]
+            torch.testing.assert_close(v["boxes"][j], expected, atol=1e-4, rtol=1e-5)
+        assert not torch.equal(p["boxes"], v["boxes"])  # some boxes moved

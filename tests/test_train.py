@@ -185,6 +185,11 @@ def test_short_run_learns_and_every_command_works(tmp_path, capsys):
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert abs(report["voc"]["map07"] - summary["eval"]["map07"]) < 1e-6  # same checkpoint, same data: same number
     assert report["proposal_recall"]["recall"]
+    # test-time flip augmentation and box voting: the same model, still well above chance
+    assert main(["eval", "--checkpoint", str(out / "model_final.pt"), "--data", str(data), "--out", str(tmp_path / "ev2"),
+                 "--workers", "0", "--no-progress", "--no-recall", "--flip-tta", "--set", "roi_heads.box_vote_thresh=0.5"]) == 0
+    tta = json.loads((tmp_path / "ev2" / "report.json").read_text())
+    assert tta["flip_tta"] is True and tta["voc"]["map07"] > 0.15, tta["voc"]["map07"]
     assert main(["detect", str(data / "JPEGImages"), "--checkpoint", str(out / "model_final.pt"),
                  "--out", str(tmp_path / "det"), "--workers", "0", "--no-progress"]) == 0
     dets = json.loads((tmp_path / "det" / "detections.json").read_text())

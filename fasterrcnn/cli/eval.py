@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-coco", dest="coco", action="store_false", help="skip the COCO metrics")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PR curve PNGs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="inference setting override for the checkpoint, e.g. post_nms_top_n_test=1000 (repeatable)")
+                   help="inference setting override for the checkpoint, e.g. post_nms_top_n_test=1000 or "
+                        "roi_heads.box_vote_thresh=0.5 (box voting) (repeatable)")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="test-time augmentation: also run each image mirrored and merge the detections "
+                        "(per-class NMS; twice the inference time)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -50,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
+    if args.flip_tta and not args.checkpoint:
+        raise ConfigError("--flip-tta runs a model: it needs --checkpoint, not --detections")
     extra = {"split": args.split, "data": args.data}
     if args.checkpoint:
         from fasterrcnn.modeling.checkpoint import load_checkpoint
@@ -59,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
         model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
         classes = model.class_names
+        if args.flip_tta:
+            from fasterrcnn.modeling.tta import FlipTTA
+
+            model = FlipTTA(model)
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
                                 min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,
                                 **({"image_dir": args.image_dir} if args.image_dir else {}))
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         results, _ = evaluate_model(
             model, dataset, device=device, precision=precision, batch_size=args.batch_size, num_workers=args.workers,
             recall=args.recall, out_dir=args.out, coco=args.coco, plots=args.plots, progress=args.progress,
-            extra={"checkpoint": args.checkpoint, **extra},
+            extra={"checkpoint": args.checkpoint, "flip_tta": args.flip_tta, **extra},
         )
     else:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False,

@@ -88,6 +88,10 @@ class RoIHeadConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.3
     detections_per_img: int = 100
+    # box voting (Gidaris & Komodakis 2015; Detectron's TEST.BBOX_VOTE), not in the paper: each
+    # box kept by NMS becomes the score-weighted mean of the same-class boxes before NMS that
+    # overlap it with IoU >= this threshold (itself included). None: off (the paper's code).
+    box_vote_thresh: float | None = None
 
 
 @dataclass
@@ -167,6 +171,7 @@ class ModelConfig:
             (0.0 < h.positive_fraction <= 1.0, "roi_heads.positive_fraction in (0, 1]"),
             (h.batch_size_per_image > 0, "roi_heads.batch_size_per_image > 0"),
             (0.0 <= h.nms_thresh <= 1.0, "roi_heads.nms_thresh in [0, 1]"),
+            (h.box_vote_thresh is None or 0.0 < h.box_vote_thresh <= 1.0, "roi_heads.box_vote_thresh in (0, 1] or null"),
             (h.detections_per_img > 0, "roi_heads.detections_per_img > 0"),
             (len(h.bbox_reg_weights) == 4 and all(w > 0 for w in h.bbox_reg_weights), "roi_heads.bbox_reg_weights: 4 positive numbers"),
             (0 < t.min_size <= t.max_size, "0 < transform.min_size <= transform.max_size"),

@@ -12,7 +12,8 @@
 * Loss: log loss over the sampled RoIs + smooth L1 on the true class's deltas of foreground
   RoIs, normalised by the number of sampled RoIs.
 * Post-processing (code): softmax, per-class decode, clip, score > 0.05, per-class NMS at IoU
-  0.3, at most 100 detections per image.
+  0.3, at most 100 detections per image; optionally box voting (`box_vote_thresh`, not the
+  paper's: the kept boxes averaged with the overlapping candidates they suppressed).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fasterrcnn.modeling.losses import smooth_l1
 from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
 from fasterrcnn.ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, roi_align, roi_pool
 
-__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "sample_proposal_targets"]
+__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "box_vote", "sample_proposal_targets"]
 
 
 @dataclass
@@ -193,5 +194,29 @@ class RoIHeads(nn.Module):
             keep = (scores > cfg.score_thresh) & (boxes[:, 2] - boxes[:, 0] + one > 1e-2) & (boxes[:, 3] - boxes[:, 1] + one > 1e-2)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = batched_nms(boxes, scores, labels, cfg.nms_thresh, legacy_plus_one=legacy)[: cfg.detections_per_img]
-            results.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
+            kept = boxes[keep]
+            if cfg.box_vote_thresh is not None:
+                kept = box_vote(kept, labels[keep], boxes, scores, labels, cfg.box_vote_thresh, legacy)
+            results.append({"boxes": kept, "labels": labels[keep], "scores": scores[keep]})
         return results
+
+
+def box_vote(
+    kept: Tensor,
+    kept_labels: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    thresh: float,
+    legacy_plus_one: bool = False,
+) -> Tensor:
+    """Box voting (Gidaris & Komodakis 2015, Sec. 5; Detectron's TEST.BBOX_VOTE): each box kept
+    by NMS is replaced by the score-weighted mean of the candidate `boxes` (before NMS) of its
+    class that overlap it with IoU >= `thresh`; it is one of them (IoU exactly 1), so every
+    weight sum is > 0.
+    Scores and labels are unchanged. Tensor[D, 4] -> Tensor[D, 4]."""
+    if kept.numel() == 0:
+        return kept
+    iou = box_iou(kept, boxes, legacy_plus_one=legacy_plus_one)  # [D, N]
+    weights = scores * ((iou >= thresh) & (kept_labels[:, None] == labels[None, :]))
+    return (weights @ boxes) / weights.sum(1, keepdim=True)
