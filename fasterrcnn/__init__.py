@@ -26,6 +26,7 @@ _LAZY = {
     "save_checkpoint": "fasterrcnn.modeling.checkpoint",
     "load_checkpoint": "fasterrcnn.modeling.checkpoint",
     "load_imagenet_weights": "fasterrcnn.modeling.checkpoint",
+    "FlipTTA": "fasterrcnn.modeling.tta",
 }
 
 __all__ = ["__version__", *_LAZY]

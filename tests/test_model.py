@@ -333,7 +333,7 @@ def _greedy_nms(boxes, scores, labels, thresh, limit):
 
 
 def test_flip_tta_merges_the_mirror_images_detections():
-    from fasterrcnn.modeling.tta import FlipTTA
+    from fasterrcnn import FlipTTA
 
     torch.manual_seed(0)
     model = build_model("small", 3, min_size=160, max_size=256, detections_per_img=40).eval()
