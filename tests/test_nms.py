@@ -39,8 +39,8 @@ def single_thread() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, params=["compiled", "torch"])
 def greedy_path(request, monkeypatch) -> str:
-    """Every test runs twice: with the numba-compiled greedy loop that serves an early stop at
-    <= 512 kept boxes (where numba is installed; else that run is the same as the other), and
+    """Every test runs twice: with the numba-compiled greedy loop that serves calls keeping
+    <= 2,048 boxes (where numba is installed; else that run is the same as the other), and
     with that loop unavailable, so that the vectorised block loop answers those calls."""
     if request.param == "torch":
         monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: None)
@@ -48,8 +48,8 @@ def greedy_path(request, monkeypatch) -> str:
 
 
 def test_which_path_serves_which_call(greedy_path, monkeypatch) -> None:
-    """The compiled loop answers exactly the early stops at <= 512 kept boxes without
-    categories (when numba is installed and the loop is not switched off); the results are the
+    """The compiled loop answers exactly the calls that keep <= 2,048 boxes (early stop, or
+    that few boxes) without categories (when numba is installed and the loop is not switched off); the results are the
     reference's either way."""
     real = nms_module._compiled_greedy_loop()
     if greedy_path == "compiled" and importlib.util.find_spec("numba") is not None:
@@ -60,9 +60,13 @@ def test_which_path_serves_which_call(greedy_path, monkeypatch) -> None:
     boxes, scores = random_boxes(2000, seed=3)
     keep = nms(boxes, scores, 0.7, max_keep=300)
     assert keep.tolist() == ref_nms(boxes, scores, 0.7, max_keep=300)
-    nms(boxes, scores, 0.7, max_keep=600)  # above 512 kept: the vectorised path
+    assert nms(boxes, scores, 0.7, max_keep=2000).tolist() == ref_nms(boxes, scores, 0.7, max_keep=2000)  # the loop
+    assert nms(boxes, scores, 0.7).tolist() == ref_nms(boxes, scores, 0.7)  # 2,000 boxes, no stop: the loop
+    many, many_scores = random_boxes(3000, seed=4)
+    nms(many, many_scores, 0.7, max_keep=2100)  # above 2,048 kept: the vectorised path
+    nms(many, many_scores, 0.7)  # 3,000 boxes, no stop: the vectorised path
     batched_nms(boxes, scores, torch.zeros(2000, dtype=torch.int64), 0.7, max_keep=300)  # categories: vectorised
-    assert calls == ([1] if real is not None else [])
+    assert calls == ([1, 1, 1] if real is not None else [])
 
 
 # --------------------------------------------------------------------------------------------
