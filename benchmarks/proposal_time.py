@@ -6,7 +6,11 @@ over a folder's images, resized to a given shorter side.
 untrained RPN's boxes overlap far more than a trained one's, so NMS scans more of the top-N;
 this script measures what a user of a trained model sees.
 
-    python benchmarks/proposal_time.py CHECKPOINT IMAGE_DIR [--min-size 600] [--max-size 1000] [--images 50] [--vectorised-nms]
+    python benchmarks/proposal_time.py CHECKPOINT IMAGE_DIR [--min-size 600] [--max-size 1000] [--images 50]
+        [--post-nms-top-n 300] [--vectorised-nms]
+
+(`--post-nms-top-n 2000`: the proposals kept in training with the paper's settings, and by
+`fasterrcnn eval` for its proposal recall curve.)
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def main() -> None:
     ap.add_argument("--min-size", type=int, default=600)
     ap.add_argument("--max-size", type=int, default=1000)
     ap.add_argument("--images", type=int, default=50)
+    ap.add_argument("--post-nms-top-n", type=int, default=None,
+                    help="proposals kept after the NMS (default: the checkpoint's, 300 for the paper's settings)")
     ap.add_argument("--vectorised-nms", action="store_true",
                     help="switch off the numba-compiled greedy loop (time the PyTorch block loop instead)")
     args = ap.parse_args()
@@ -43,7 +49,8 @@ def main() -> None:
 
         # (importlib: the attribute fasterrcnn.ops.nms is the function, not the module)
         importlib.import_module("fasterrcnn.ops.nms")._compiled_greedy_loop = lambda: None
-    model, _ = load_checkpoint(args.checkpoint, min_size=args.min_size, max_size=args.max_size)
+    extra = {} if args.post_nms_top_n is None else {"post_nms_top_n_test": args.post_nms_top_n}
+    model, _ = load_checkpoint(args.checkpoint, min_size=args.min_size, max_size=args.max_size, **extra)
     model.prepare_for_inference()
     layer = model.rpn.proposal_layer
     times: list[float] = []
@@ -65,7 +72,8 @@ def main() -> None:
             model([pil_to_tensor(Image.open(f).convert("RGB"))])
     times, counts = times[2:], counts[2:]  # the first runs warm up
     print(f"proposal layer: median {statistics.median(times):.2f} ms, min {min(times):.2f} ms over {len(times)} "
-          f"images at shorter side {args.min_size} (pre-NMS top {layer.cfg.pre_nms_top_n_test}, "
+          f"images at shorter side {args.min_size} (pre-NMS top {layer.cfg.pre_nms_top_n_test}, post-NMS top "
+          f"{layer.cfg.post_nms_top_n_test}, "
           f"kept {statistics.median(counts):.0f} per image, {torch.get_num_threads()} threads)")
 
 
