@@ -176,3 +176,18 @@ def test_postprocess_box_vote_against_brute_force():
             j = [k for k in range(len(p["boxes"])) if torch.equal(p["boxes"][k], box)][0]
             torch.testing.assert_close(v["boxes"][j], expected, atol=1e-4, rtol=1e-5)
         assert not torch.equal(p["boxes"], v["boxes"])  # some boxes moved
+
+
+def test_box_vote_keeps_float32_coordinates_under_bf16_autocast():
+    """Voting under bf16 autocast (the CPU inference setting) must not round the coordinates to
+    bf16 (8 bits of mantissa: 1001.3 would become 1000 or 1004)."""
+    from fasterrcnn.modeling.roi_heads import box_vote
+
+    boxes = torch.tensor([[1001.3, 500.7, 1203.9, 777.1], [1002.1, 501.3, 1204.3, 776.3]])
+    scores = torch.tensor([0.9, 0.6])
+    labels = torch.tensor([1, 1])
+    expect = (0.9 * boxes[0] + 0.6 * boxes[1]) / 1.5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = box_vote(boxes[:1], labels[:1], boxes, scores, labels, 0.5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0], expect)

@@ -218,5 +218,7 @@ def box_vote(
     if kept.numel() == 0:
         return kept
     iou = box_iou(kept, boxes, legacy_plus_one=legacy_plus_one)  # [D, N]
-    weights = scores * ((iou >= thresh) & (kept_labels[:, None] == labels[None, :]))
-    return (weights @ boxes) / weights.sum(1, keepdim=True)
+    weights = scores.float() * ((iou >= thresh) & (kept_labels[:, None] == labels[None, :]))
+    # an elementwise sum, not `weights @ boxes`: under bf16 autocast a matmul would round the
+    # coordinates to bf16 (steps of 2-4 px at 256-1000 px)
+    return (weights[:, :, None] * boxes.float()[None]).sum(1) / weights.sum(1, keepdim=True)

@@ -28,10 +28,10 @@ after at most (longest suppression chain + 1) rounds, usually 1-3). With `max_ke
 stops as soon as enough boxes are kept.
 
 When at most 2,048 boxes can be kept (an early stop such as the RPN's top-300 at test time, its
-2,000 in training and for recall curves, or at most that many boxes; `_LOOP_MAX_KEEP`), no categories and CPU tensors, and numba
-installed (the `fast` extra), the greedy loop runs compiled instead (`_greedy_loop`: the
-textbook sequential scan with torchvision's arithmetic, each candidate against the boxes kept
-so far): on a trained RPN's clustered top-6000 it takes 1.5 ms where the block loop below takes
+2,000 in training and for recall curves, or no more boxes than that; `_LOOP_MAX_KEEP`), with no
+categories, CPU tensors, an IoU threshold >= 0 and numba installed (the `fast` extra), the
+greedy loop runs compiled instead (`_greedy_loop`: the textbook sequential scan with
+torchvision's arithmetic, each candidate against the boxes kept so far): on a trained RPN's clustered top-6000 it takes 1.5 ms where the block loop below takes
 14 ms for 300 kept (the block loop's ~90 rounds of small tensor ops are overhead-bound), and
 15 ms against 48-54 ms for up to 2,000 kept (the hash). Its cost grows with candidates x kept
 boxes, so without an early stop, or beyond 2,048, the hash answers (6,000 spread boxes all kept:
