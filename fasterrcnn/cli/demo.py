@@ -43,7 +43,7 @@ DEMO_DATA = {
 # 2,500 iterations, what fits in ~10 minutes; evaluation and detection at a shorter side of 576
 # (the model sees the small objects larger: +1 to +2.6 mAP points over testing at the training
 # size, measured on seven trained models); box voting at IoU 0.5 after the NMS (`box_vote_thresh`:
-# each kept box averaged with the same-class boxes it suppressed, weighted by score; +0.7-0.9
+# each kept box averaged with the same-class boxes it suppressed, weighted by score; +0.5-0.9
 # points on three models, COCO AP +9: the single regressed boxes are noisy, their average is not);
 # the box head's regression loss plain L1 (`smooth_l1_beta` 0, detectron2's default, instead of
 # Fast R-CNN's smooth L1 with beta 1; +0.5 points with voting in one run, within a seed's spread).
