@@ -173,3 +173,21 @@ def test_decode_reduced_precision_computes_in_float32():
 def test_box_coding_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_hflip_boxes_follows_the_mirrored_pixels():
+    from fasterrcnn.ops import hflip_boxes
+
+    # continuous coordinates: the box [2, 5) x [1, 3) covers pixel columns 2, 3, 4 of a 10-wide image
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[1:3, 2:5] = True
+    cols = torch.where(mask.flip(-1).any(0))[0]
+    flipped = hflip_boxes(torch.tensor([[2.0, 1, 5, 3]]), 10)
+    assert flipped.tolist() == [[float(cols.min()), 1.0, float(cols.max() + 1), 3.0]] == [[5.0, 1.0, 8.0, 3.0]]
+    # the +1 convention: the box [2, 4] (pixel indices) covers the same columns; mirrored: [5, 7]
+    legacy = hflip_boxes(torch.tensor([[2.0, 1, 4, 2]]), 10, legacy_plus_one=True)
+    assert legacy.tolist() == [[float(cols.min()), 1.0, float(cols.max()), 2.0]] == [[5.0, 1.0, 7.0, 2.0]]
+    boxes = torch.rand(20, 4) * 50
+    boxes[:, 2:] += boxes[:, :2]
+    torch.testing.assert_close(hflip_boxes(hflip_boxes(boxes, 120.0), 120.0), boxes)  # an involution
+    assert hflip_boxes(torch.zeros(0, 4), 10).shape == (0, 4)

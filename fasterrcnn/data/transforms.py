@@ -26,6 +26,7 @@ from torch import Tensor
 
 from fasterrcnn.errors import DataError
 from fasterrcnn.modeling.transform import resized_size
+from fasterrcnn.ops.boxes import hflip_boxes  # (re-exported: the data pipeline's flip)
 
 __all__ = [
     "Compose",
@@ -164,14 +165,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------- box helpers
-
-
-def hflip_boxes(boxes: Tensor, width: float) -> Tensor:
-    """Mirror boxes (x1, y1, x2, y2) in an image `width` pixels wide: x -> width - x."""
-    out = boxes.clone()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
 
 
 def resize_boxes(boxes: Tensor, old_size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:

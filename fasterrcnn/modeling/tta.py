@@ -19,15 +19,9 @@ from torch import Tensor, nn
 
 from fasterrcnn.modeling.roi_heads import box_vote
 from fasterrcnn.modeling.transform import check_images
-from fasterrcnn.ops import batched_nms
+from fasterrcnn.ops import batched_nms, hflip_boxes
 
 __all__ = ["FlipTTA", "merge_detections"]
-
-
-def _hflip_boxes(boxes: Tensor, width: float) -> Tensor:
-    """Mirror x1 y1 x2 y2 boxes about the vertical axis of an image `width` wide (x -> width - x;
-    the +1 convention passes width - 1)."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
 def merge_detections(
@@ -78,7 +72,7 @@ class FlipTTA(nn.Module):
         legacy = self.model.config.legacy_plus_one
         results = []
         for img, a, b in zip(images, plain, mirrored):
-            b = {**b, "boxes": _hflip_boxes(b["boxes"].float(), img.shape[-1] - (1 if legacy else 0))}
+            b = {**b, "boxes": hflip_boxes(b["boxes"].float(), img.shape[-1], legacy_plus_one=legacy)}
             merged = merge_detections([a, b], h.nms_thresh, h.detections_per_img, h.box_vote_thresh, legacy)
             results.append({**a, **merged})
         return results

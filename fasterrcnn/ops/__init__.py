@@ -6,7 +6,7 @@ the paper's original code differs (the +1 pixel convention).
 """
 
 from fasterrcnn.ops.box_coder import BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
-from fasterrcnn.ops.boxes import box_area, box_iou, clip_boxes_to_image, remove_small_boxes
+from fasterrcnn.ops.boxes import box_area, box_iou, clip_boxes_to_image, hflip_boxes, remove_small_boxes
 from fasterrcnn.ops.nms import batched_nms, nms
 from fasterrcnn.ops.roi_align import RoIAlign, roi_align
 from fasterrcnn.ops.roi_pool import RoIPool, roi_pool
@@ -22,6 +22,7 @@ __all__ = [
     "clip_boxes_to_image",
     "decode_boxes",
     "encode_boxes",
+    "hflip_boxes",
     "nms",
     "remove_small_boxes",
     "roi_align",

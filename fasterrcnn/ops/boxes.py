@@ -1,4 +1,4 @@
-"""Box geometry: area, pairwise IoU, clipping, small-box removal.
+"""Box geometry: area, pairwise IoU, clipping, small-box removal, mirroring.
 
 Boxes are (x1, y1, x2, y2) in image pixels. Two conventions are supported:
 
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fasterrcnn.ops._utils import check_boxes, upcast
 
-__all__ = ["box_area", "box_iou", "clip_boxes_to_image", "remove_small_boxes"]
+__all__ = ["box_area", "box_iou", "clip_boxes_to_image", "hflip_boxes", "remove_small_boxes"]
 
 
 def box_area(boxes: Tensor, *, legacy_plus_one: bool = False) -> Tensor:
@@ -92,3 +92,14 @@ def remove_small_boxes(boxes: Tensor, min_size: float, *, legacy_plus_one: bool 
     ws = boxes[:, 2] - boxes[:, 0] + one
     hs = boxes[:, 3] - boxes[:, 1] + one
     return torch.where((ws >= min_size) & (hs >= min_size))[0]
+
+
+def hflip_boxes(boxes: Tensor, width: float, *, legacy_plus_one: bool = False) -> Tensor:
+    """The boxes of an image `width` pixels wide after mirroring it left-right: x -> width - x
+    (with the +1 convention, pixel indices: x -> width - 1 - x), x1 and x2 swapped. A new tensor.
+    """
+    w = width - 1 if legacy_plus_one else width
+    out = boxes.clone()
+    out[..., 0] = w - boxes[..., 2]
+    out[..., 2] = w - boxes[..., 0]
+    return out
