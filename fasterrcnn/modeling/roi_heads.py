@@ -30,7 +30,7 @@ from fasterrcnn.modeling.losses import smooth_l1
 from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
 from fasterrcnn.ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, roi_align, roi_pool
 
-__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "box_vote", "sample_proposal_targets"]
+__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "box_vote", "sample_proposal_targets", "select_detections"]
 
 
 @dataclass
@@ -193,12 +193,27 @@ class RoIHeads(nn.Module):
             one = 1.0 if legacy else 0.0
             keep = (scores > cfg.score_thresh) & (boxes[:, 2] - boxes[:, 0] + one > 1e-2) & (boxes[:, 3] - boxes[:, 1] + one > 1e-2)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = batched_nms(boxes, scores, labels, cfg.nms_thresh, legacy_plus_one=legacy)[: cfg.detections_per_img]
-            kept = boxes[keep]
-            if cfg.box_vote_thresh is not None:
-                kept = box_vote(kept, labels[keep], boxes, scores, labels, cfg.box_vote_thresh, legacy)
-            results.append({"boxes": kept, "labels": labels[keep], "scores": scores[keep]})
+            results.append(select_detections(boxes, scores, labels, cfg.nms_thresh, cfg.detections_per_img,
+                                             cfg.box_vote_thresh, legacy))
         return results
+
+
+def select_detections(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    nms_thresh: float,
+    max_detections: int,
+    box_vote_thresh: float | None = None,
+    legacy_plus_one: bool = False,
+) -> dict[str, Tensor]:
+    """The detections of one image among its candidates: per-class NMS at `nms_thresh`, best
+    first, at most `max_detections`; with `box_vote_thresh`, each kept box voted (`box_vote`)."""
+    keep = batched_nms(boxes, scores, labels, nms_thresh, legacy_plus_one=legacy_plus_one)[:max_detections]
+    kept = boxes[keep]
+    if box_vote_thresh is not None:
+        kept = box_vote(kept, labels[keep], boxes, scores, labels, box_vote_thresh, legacy_plus_one)
+    return {"boxes": kept, "labels": labels[keep], "scores": scores[keep]}
 
 
 def box_vote(

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fasterrcnn.modeling.roi_heads import box_vote
+from fasterrcnn.modeling.roi_heads import select_detections
 from fasterrcnn.modeling.transform import check_images
-from fasterrcnn.ops import batched_nms, hflip_boxes
+from fasterrcnn.ops import hflip_boxes
 
 __all__ = ["FlipTTA", "merge_detections"]
 
@@ -37,11 +37,7 @@ def merge_detections(
     boxes = torch.cat([p["boxes"].float() for p in parts])
     scores = torch.cat([p["scores"].float() for p in parts])
     labels = torch.cat([p["labels"] for p in parts])
-    keep = batched_nms(boxes, scores, labels, nms_thresh, legacy_plus_one=legacy_plus_one)[:max_detections]
-    kept = boxes[keep]
-    if box_vote_thresh is not None:
-        kept = box_vote(kept, labels[keep], boxes, scores, labels, box_vote_thresh, legacy_plus_one)
-    return {"boxes": kept, "labels": labels[keep], "scores": scores[keep]}
+    return select_detections(boxes, scores, labels, nms_thresh, max_detections, box_vote_thresh, legacy_plus_one)
 
 
 class FlipTTA(nn.Module):
@@ -58,8 +54,7 @@ class FlipTTA(nn.Module):
     def train(self, mode: bool = True) -> FlipTTA:
         if mode:
             raise RuntimeError("FlipTTA is for inference: train the wrapped model itself")
-        self.model.eval()
-        return super().train(False)
+        return super().train(False)  # (puts the wrapped model in eval mode too)
 
     @torch.no_grad()
     def forward(self, images: Sequence[Tensor] | Tensor, **kwargs: Any) -> list[dict[str, Tensor]]:
