@@ -149,7 +149,13 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     for f in ("train/model_final.pt", "train/loss_curve.png", "train/eval/report.json", "detections/detections.json"):
         assert (out / f).exists(), f
     assert len(list((out / "detections").glob("*.jpg"))) == 2
-    # a second run reuses the generated data set
+    # a second run does not replace the first one's results unless asked to ...
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert main(["demo", "--out", str(out), "--train-images", "6", "--test-images", "3", "--iters", "2",
-                 "--detect-images", "1", "--workers", "0", "--no-progress"]) == 0
+                 "--detect-images", "1", "--workers", "0", "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # ... and with --overwrite it reuses the generated data set
+    assert main(["demo", "--out", str(out), "--train-images", "6", "--test-images", "3", "--iters", "2",
+                 "--detect-images", "1", "--workers", "0", "--no-progress", "--overwrite"]) == 0
     assert "reusing it" in capsys.readouterr().out

@@ -5,9 +5,11 @@ Each subcommand lives in its own module under `fasterrcnn.cli` and exposes
 Modules import torch and the heavy parts of the library lazily, inside `func`, so that
 `fasterrcnn --help` answers at once.
 
-Errors in the user's input (`fasterrcnn.errors.FasterRCNNError`) are printed as one line
-prefixed with `fasterrcnn: error:` and exit with status 2; anything else is a bug and keeps
-its traceback.
+Errors in the user's input (`fasterrcnn.errors.FasterRCNNError`, including those raised in
+a DataLoader worker or a training process, unwrapped) and files that cannot be read or
+written (OSError) are printed as one line prefixed with `fasterrcnn: error:` and exit with
+status 2; `--debug` (or FASTERRCNN_DEBUG=1) prints their traceback too. Anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from fasterrcnn import __version__
-from fasterrcnn.errors import FasterRCNNError
+from fasterrcnn.errors import FasterRCNNError, error_from_traceback
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "eval", "detect", "data", "bench")
@@ -34,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"fasterrcnn {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of errors too (for bug reports; or set FASTERRCNN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"fasterrcnn.cli.{name}").register(sub)
@@ -57,12 +62,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `fasterrcnn` or `fasterrcnn bench` without a (sub)command: show what is available.
         (getattr(args, "_parser", None) or parser).print_help()
         return 2
+    debug = args.debug or os.environ.get("FASTERRCNN_DEBUG", "") not in ("", "0")
     try:
         result = args.func(args)
-    except FasterRCNNError as exc:
-        print(f"fasterrcnn: error: {exc}", file=sys.stderr)
+    except (FasterRCNNError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"fasterrcnn: error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fasterrcnn: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def user_message(exc: BaseException) -> str:
+    """The one line shown for a user's error: the original message of an error raised in
+    another process; for a file system error, the file and the system's reason."""
+    if isinstance(exc, OSError) and not isinstance(exc, FasterRCNNError):
+        name = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or str(exc)
+        return f"{name}: {reason}" if name else reason
+    inner = error_from_traceback(str(exc))
+    return str(inner) if inner is not None else str(exc)

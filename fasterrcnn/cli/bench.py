@@ -65,7 +65,9 @@ def _run_ops(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     rows = run_ops_benchmark(repeat=args.repeat, device=args.device)
     if args.json:
@@ -98,7 +100,9 @@ def _run_model(args: argparse.Namespace) -> int:
     if args.repeat < 1 or args.warmup < 0 or args.batch_size < 1 or args.proposals < 1:
         raise ConfigError("--repeat, --batch-size and --proposals must be >= 1 and --warmup >= 0")
     size = _parse_size(args.size)
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)

@@ -95,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="processes; the files do not depend on it (default %(default)s)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that already holds a data set's files (refused without it)")
     s.set_defaults(func=_run_synth)
 
     c = dsub.add_parser(
@@ -153,7 +155,7 @@ def _classes(text: str | None) -> list[str] | None:
 def _run_synth(args: argparse.Namespace) -> int:
     import os
 
-    from fasterrcnn.data.synth import SYNTH_CLASSES, TEXTURES, SynthConfig, generate
+    from fasterrcnn.data.synth import SYNTH_CLASSES, TEXTURES, SynthConfig, claim_synth_outputs, generate
     from fasterrcnn.errors import ConfigError
 
     if args.workers < 1:
@@ -177,6 +179,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         f"fasterrcnn data synth: {cfg.num_train} train + {cfg.num_test} test images "
         f"({cfg.min_size}-{cfg.max_size} px, seed {cfg.seed}, {len(classes)} classes) -> {out}"
     )
+    claim_synth_outputs(out, overwrite=args.overwrite)
     r = generate(out, cfg, workers=args.workers, progress=not args.quiet)
     print(
         f"wrote {r['train'] + r['test']} images in {r['seconds']:.1f} s "

@@ -101,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DataLoader worker processes per training process (default 1 with one training process, "
                         "else 0: on 2 cores more workers compete with the training threads)")
     p.add_argument("--detect-images", type=int, default=12, help="test images to draw detections on (default 12)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo's results in --out (refused without it; its data set is reused "
+                        "when the settings match)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -110,12 +113,14 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from fasterrcnn.data.synth import SynthConfig, config_from_dir, generate
+    from fasterrcnn.data.synth import SynthConfig, claim_synth_outputs, config_from_dir, generate
     from fasterrcnn.engine.config import TrainConfig
     from fasterrcnn.engine.detect import detect_files
     from fasterrcnn.engine.precision import resolve_device, resolve_precision
     from fasterrcnn.engine.report import print_summary, train_and_evaluate
+    from fasterrcnn.engine.trainer import RUN_OUTPUTS
     from fasterrcnn.errors import ConfigError
+    from fasterrcnn.outputs import claim_outputs
 
     if args.train_images < 1 or args.test_images < 1 or args.iters < 1:
         raise ConfigError("--train-images, --test-images and --iters must be >= 1")
@@ -128,7 +133,16 @@ def run(args: argparse.Namespace) -> int:
     data_dir = out / "data"
     synth = SynthConfig(**{**DEMO_DATA, "num_train": args.train_images, "num_test": args.test_images,
                            "seed": args.seed}).validate()
-    if config_from_dir(data_dir) == synth:
+    reuse = config_from_dir(data_dir) == synth
+    # every output is claimed before the first is written (fasterrcnn.outputs)
+    if not reuse:
+        claim_synth_outputs(data_dir, overwrite=args.overwrite)
+    claim_outputs(out / "detections", ["detections.json", "images.json"], overwrite=args.overwrite,
+                  what="an earlier demo's detections", hint="choose another --out, or pass --overwrite to replace them")
+    cfg_out = out / "train"
+    claim_outputs(cfg_out, RUN_OUTPUTS, overwrite=args.overwrite, what="an earlier demo's training run",
+                  hint="choose another --out, or pass --overwrite to run the demo again in it")
+    if reuse:
         print(f"[1/4] synthetic data set already in {data_dir} (same settings): reusing it")
     else:
         print(f"[1/4] generating the synthetic data set into {data_dir}")
@@ -141,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if processes is None:  # one GPU trains alone; CPU cores are shared out between 2 processes
         processes = 2 if device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     workers = args.workers if args.workers is not None else (0 if processes > 1 else 1)
-    cfg = TrainConfig(data=str(data_dir), out=str(out / "train"), seed=args.seed, precision=precision,
+    cfg = TrainConfig(data=str(data_dir), out=str(cfg_out), seed=args.seed, precision=precision, overwrite=args.overwrite,
                       channels_last=precision != "fp32", num_workers=workers, progress=args.progress,
                       processes=processes, **{**DEMO_TRAIN, "max_iters": args.iters})
     summary = train_and_evaluate(cfg)
@@ -153,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     test = build_dataset(data_dir, "test", train=False, classes=summary["classes"])
     files = [Path(f) for f in test.files[: args.detect_images]]
     det = detect_files(model, files, out / "detections", device=device, precision=precision,
-                       num_workers=1, progress=args.progress)
+                       num_workers=1, progress=args.progress, overwrite=args.overwrite)
     summary["files"]["detections"] = f"{out / 'detections'}/ ({len(det.annotated)} annotated images)"
     print_summary(summary)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; everything is under {out}/")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="inference setting override, e.g. post_nms_top_n_test=1000 (repeatable)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of an earlier run in --out (without it, existing outputs are refused; an input "
+                        "image is never written over)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     res = detect_files(
         model, paths, args.out, device=device, precision=precision, score_thresh=args.score_thresh,
         batch_size=args.batch_size, num_workers=args.workers, draw=args.draw, image_format=fmt, progress=args.progress,
+        overwrite=args.overwrite, inputs=[args.checkpoint],
     )
     print(f"{res.images} image(s) in {res.seconds:.1f} s ({res.seconds / max(res.images, 1):.3f} s/image): "
           f"{res.detections} detection(s) with score >= {args.score_thresh}")

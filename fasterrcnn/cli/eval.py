@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt / last.pt)")
     src.add_argument("--detections", help="a detections JSON (COCO results format, or per-image boxes/labels/scores)")
     p.add_argument("--data", required=True, help="VOC root or COCO annotation JSON")
-    p.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate (default: test; a single COCO JSON file has no splits: the whole file)")
     p.add_argument("--format", default="auto", choices=("auto", "voc", "coco"), help="data layout (default: auto)")
     p.add_argument("--image-dir", default=None, help="COCO: folder of the images")
     p.add_argument("--out", default="runs/eval", help="output folder for report.json and PR curves (default runs/eval)")
@@ -40,22 +41,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action="store_true",
                    help="test-time augmentation: also run each image mirrored and merge the detections "
                         "(per-class NMS; twice the inference time)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace report.json and pr_curves/ of an earlier evaluation in --out (refused without it)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fasterrcnn.cli.train import parse_overrides
-    from fasterrcnn.data import build_dataset
+    from fasterrcnn.data import build_dataset, is_single_file
     from fasterrcnn.engine.evaluate import evaluate_detections, evaluate_model
     from fasterrcnn.engine.precision import autocast_dtype, resolve_device, resolve_precision
     from fasterrcnn.errors import ConfigError
     from fasterrcnn.evaluation import format_results_table, load_detections_file
+    from fasterrcnn.outputs import claim_outputs
 
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
     if args.flip_tta and not args.checkpoint:
         raise ConfigError("--flip-tta runs a model: it needs --checkpoint, not --detections")
+    if is_single_file(args.data, args.format):
+        if args.split is not None:
+            raise ConfigError(f"--split {args.split}: {args.data} is a single annotation file, which has no splits "
+                              "(the whole file is evaluated); leave out --split, or give the file of that split")
+    elif args.split is None:
+        args.split = "test"
+    planned = ["report.json", *(["pr_curves"] if args.plots else [])]
+    claim_outputs(args.out, planned, inputs=[args.checkpoint, args.detections, args.data], overwrite=args.overwrite,
+                  what="evaluation outputs")
     extra = {"split": args.split, "data": args.data}
     if args.checkpoint:
         from fasterrcnn.modeling.checkpoint import load_checkpoint
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
                                 min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,
                                 **({"image_dir": args.image_dir} if args.image_dir else {}))
-        print(f"evaluating {args.checkpoint} on {args.data} [{args.split}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        print(f"evaluating {args.checkpoint} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results, _ = evaluate_model(
             model, dataset, device=device, precision=precision, batch_size=args.batch_size, num_workers=args.workers,
             recall=args.recall, out_dir=args.out, coco=args.coco, plots=args.plots, progress=args.progress,
@@ -84,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
         image_ids = [dataset.annotation(i)["image_id"] for i in range(len(dataset))]
         dets = load_detections_file(args.detections, image_ids=image_ids, category_ids=getattr(dataset, "category_ids", None),
                                     num_classes=len(dataset.classes))
-        print(f"evaluating {args.detections} on {args.data} [{args.split}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        print(f"evaluating {args.detections} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results = evaluate_detections(dets, dataset, out_dir=args.out, coco=args.coco, plots=args.plots,
                                       extra={"detections": args.detections, **extra})
     print(format_results_table(results))
     print(f"\nreport: {results['report_path']}")
-    if args.plots:
+    if results.get("pr_curves"):  # not when matplotlib is missing (noted at the start)
         print(f"PR curves: {args.out}/pr_curves/")
     return 0

@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--format", choices=("auto", "voc", "coco"), help="data layout (default: auto-detected)")
     g.add_argument("--image-dir", help="COCO: folder of the images")
     g.add_argument("--train-split", help="split to train on (default: train)")
-    g.add_argument("--val-split", help="split evaluated after training (default: test); 'none' to skip")
+    g.add_argument("--val-split", help="split evaluated after training (default: test); 'none' to skip. A single "
+                                        "COCO file has no test split: give --val-data, or --val-split train to evaluate "
+                                        "on the training images (reported as such)")
+    g.add_argument("--val-data", help="evaluate after training on this data set instead (e.g. a second COCO JSON)")
+    g.add_argument("--no-verify-images", dest="verify_images", action="store_false",
+                   help="skip decoding every image once before training (a corrupt file then fails when it is reached)")
     g.add_argument("--classes", help="comma-separated class names (default: read from the data)")
     g = p.add_argument_group("model")
     g.add_argument("--preset", help="vgg16 (paper), zf (paper), small (CPU, from scratch), resnet50, ... (default: vgg16)")
@@ -74,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--out", help="output folder (default runs/train)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt exactly where it stopped")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the files of a previous run in --out (without it, such a folder is refused)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster with bf16)")
@@ -117,7 +124,7 @@ def build_config(args: argparse.Namespace) -> Any:
     opts = vars(args).copy()
     if "config_file" in opts:
         cfg.update(load_config_file(opts.pop("config_file")), where=f"config file {args.config_file}")
-    for key in ("func", "_parser", "command", "evaluate"):
+    for key in ("func", "_parser", "command", "evaluate", "debug"):
         opts.pop(key, None)
     if "classes" in opts:
         opts["classes"] = [c.strip() for c in opts["classes"].split(",") if c.strip()]

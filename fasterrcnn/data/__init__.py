@@ -18,10 +18,13 @@ from fasterrcnn.data.loader import (
     AspectGroupedBatchSampler,
     DetectionLoader,
     EpochSampler,
+    available_splits,
     build_dataset,
     build_loader,
     collate,
     detect_format,
+    has_split,
+    is_single_file,
 )
 from fasterrcnn.data.report import DataReport
 from fasterrcnn.data.synth import SYNTH_CLASSES
@@ -45,8 +48,11 @@ __all__ = [
     "VOC_CLASSES",
     "SYNTH_CLASSES",
     "DataReport",
+    "available_splits",
     "build_dataset",
     "build_loader",
+    "has_split",
+    "is_single_file",
     "detect_format",
     "collate",
     "EpochSampler",

@@ -117,6 +117,26 @@ class DetectionDataset(torch.utils.data.Dataset):
         """The target of image `index` in original image coordinates (no decoding)."""
         return self._target(self.records[index])
 
+    def verify_images(self, threads: int = 2) -> None:
+        """Decode every image file once, so that a corrupt or truncated file stops a run
+        before it starts, not when an epoch or the evaluation reaches it. Raises DataError
+        naming the bad files (all of them are checked; the first few are listed)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def check(path: str) -> str | None:
+            try:
+                read_image(path)
+            except DataError as exc:
+                return str(exc)
+            return None
+
+        files = list(dict.fromkeys(rec.file for rec in self.records))
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # PIL decodes without the GIL
+            errors = [e for e in pool.map(check, files) if e is not None]
+        if errors:
+            more = f" (and {len(errors) - 3} more of {len(files)} images)" if len(errors) > 3 else ""
+            raise DataError("; ".join(errors[:3]) + more)
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random augmentation `__getitem__` applies."""
         self.epoch = int(epoch)
@@ -262,6 +282,9 @@ def clean_boxes(
     limits = np.array([width, height, width, height], dtype=np.float64)
     clipped = np.clip(boxes, 0.0, limits)
     changed = (clipped != boxes).any(axis=1)
+    # the area test on the values the record stores: a box thinner than float32's resolution
+    # (x1 < x2 in float64, x1 == x2 in float32) has no area
+    clipped = clipped.astype(np.float32)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     for k in np.flatnonzero(~keep):
         report.add(
@@ -277,7 +300,7 @@ def clean_boxes(
             f"{descriptions[k]}: box {_fmt(boxes[k])} extends outside the {width}x{height} "
             f"image; clipped to {_fmt(clipped[k])}",
         )
-    return clipped.astype(np.float32), keep
+    return clipped, keep
 
 
 def _fmt(box: np.ndarray) -> str:

@@ -220,6 +220,8 @@ def _load_json(path: str) -> dict:
         raise DataError(f"{path}: malformed JSON ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; too deeply nested
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
     if not isinstance(data, dict):
         raise DataError(
             f"{path}: expected a JSON object with 'images', 'annotations', 'categories'"

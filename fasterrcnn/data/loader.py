@@ -31,11 +31,14 @@ from torch.utils.data import DataLoader, Sampler
 from fasterrcnn.data.base import DetectionDataset
 from fasterrcnn.data.coco import COCODataset
 from fasterrcnn.data.transforms import build_transforms
-from fasterrcnn.data.voc import VOCDataset, is_voc_root
+from fasterrcnn.data.voc import VOCDataset, is_voc_root, voc_splits
 from fasterrcnn.errors import ConfigError, DataError
 
 __all__ = [
+    "available_splits",
     "build_dataset",
+    "has_split",
+    "is_single_file",
     "detect_format",
     "build_loader",
     "collate",
@@ -139,6 +142,44 @@ def _coco_image_dir(jpath: str, split: str | None, root: str | None = None) -> s
         if os.path.isdir(c):
             return c
     return jdir
+
+
+def is_single_file(path: str | os.PathLike, format: str = "auto") -> bool:
+    """True for a data set that is one annotation file (a COCO JSON): it has no splits, so
+    training and evaluating on it are the same images unless another file is given."""
+    return format in ("auto", "coco") and os.path.isfile(path)
+
+
+def available_splits(path: str | os.PathLike, format: str = "auto") -> list[str] | None:
+    """The split names a data set folder offers (VOC: ImageSets/Main/*.txt; COCO folder:
+    its annotation files), or None when that cannot be told (a single file, an unknown layout)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return None
+    voc = _voc_root(path) if format in ("auto", "voc") else None
+    if voc is not None:
+        return voc_splits(voc)
+    if format == "voc":
+        return None
+    names = set()
+    for pattern in ("annotations/instances_*.json", "annotations/*.json", "instances_*.json", "*.json"):
+        for hit in glob.glob(os.path.join(path, pattern)):
+            stem = os.path.splitext(os.path.basename(hit))[0]
+            names.add(stem[len("instances_"):] if stem.startswith("instances_") else stem)
+    return sorted(names) if names else None
+
+
+def has_split(path: str | os.PathLike, split: str, format: str = "auto") -> bool | None:
+    """Whether the data set folder `path` has split `split` (None when that cannot be told)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return None
+    voc = _voc_root(path) if format in ("auto", "voc") else None
+    if voc is not None:
+        return split in voc_splits(voc)
+    if format == "voc":
+        return None
+    return _coco_json(path, split) is not None
 
 
 # -------------------------------------------------------------------------------- factory

@@ -554,6 +554,18 @@ def generate(
     }
 
 
+SYNTH_OUTPUTS = ("JPEGImages", "Annotations", "ImageSets/Main/train.txt", "ImageSets/Main/test.txt", "synth.json")
+
+
+def claim_synth_outputs(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse to write the data set into a folder that holds one's files already (a user's
+    own VOC set included), unless `overwrite`: files of the same names are then replaced."""
+    from fasterrcnn.outputs import claim_outputs
+
+    claim_outputs(out, SYNTH_OUTPUTS, overwrite=overwrite, what="data set files",
+                  hint="choose an empty folder for --out, or pass --overwrite to write over them")
+
+
 def config_from_dir(path: str | os.PathLike) -> SynthConfig | None:
     """The options a synthetic data set in `path` was generated with (None if not one)."""
     p = os.path.join(path, "synth.json")

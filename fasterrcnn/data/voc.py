@@ -245,7 +245,7 @@ def _parse_voc_xml(xml_path: str, one_based: bool) -> dict:
     """{"xml", "filename", "size" (H, W) or None, "objects": [(name, [x1,y1,x2,y2], difficult)]}"""
     try:
         root = ET.parse(xml_path).getroot()
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown encoding="..."
         raise DataError(f"{xml_path}: malformed XML ({exc})") from None
     except OSError as exc:
         raise DataError(f"{xml_path}: cannot read ({exc})") from None
@@ -258,8 +258,8 @@ def _parse_voc_xml(xml_path: str, one_based: bool) -> dict:
     if size_el is not None:
         w = _number(size_el, "width", xml_path, "<size>", required=False)
         h = _number(size_el, "height", xml_path, "<size>", required=False)
-        if w and h and w > 0 and h > 0:  # some tools write 0 when unknown
-            size = (int(round(h)), int(round(w)))
+        if w is not None and h is not None and round(w) >= 1 and round(h) >= 1:
+            size = (int(round(h)), int(round(w)))  # (some tools write 0 when unknown)
 
     objects = []
     off = 1.0 if one_based else 0.0

@@ -1,6 +1,6 @@
 """Training configuration: the paper's training settings as defaults, from a file or the CLI.
 
-A config file (JSON, or YAML with the `yaml` extra) holds the same keys as `TrainConfig`;
+A config file (JSON, or YAML read with pyyaml) holds the same keys as `TrainConfig`;
 the `model` key holds `ModelConfig` overrides (see fasterrcnn.modeling.config), e.g.
 
     {"data": "data/voc", "preset": "vgg16", "epochs": 12, "lr": 0.001,
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fasterrcnn._optional import install_hint, optional_import
 from fasterrcnn.errors import ConfigError
 
 __all__ = ["TrainConfig", "load_config_file"]
@@ -30,6 +31,8 @@ class TrainConfig:
     image_dir: str | None = None  # COCO only: the images folder
     train_split: str = "train"
     val_split: str | None = "test"  # evaluated at the end of training; None to skip
+    val_data: str | None = None  # evaluate on this data set instead (a second COCO file, another VOC folder)
+    verify_images: bool = True  # decode every image once before training starts (a bad file fails in seconds)
     classes: list[str] | None = None  # default: read from the data
     # ---- model
     preset: str = "vgg16"
@@ -73,6 +76,7 @@ class TrainConfig:
     log_every: int = 20
     tensorboard: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace a previous run's files in `out` (otherwise refused)
     max_iters: int | None = None  # stop each stage after this many iterations (quick runs)
     progress: bool = True
 
@@ -100,6 +104,8 @@ class TrainConfig:
              "0 < min_size <= max_size (min_size: a number or a list of numbers)"),
             (0 < self.test_size()[0] <= self.test_size()[1], "0 < test_min_size <= test_max_size"),
             (self.num_workers >= 0, "num_workers >= 0"),
+            (self.threads is None or self.threads >= 1, "threads >= 1 (torch intra-op threads per process)"),
+            (not (self.resume and self.overwrite), "either resume (continue the run in out) or overwrite (replace it), not both"),
             (self.processes >= 1 and self.batch_size % self.processes == 0,
              "processes >= 1 dividing batch_size (each process trains on batch_size / processes images)"),
             (self.log_every >= 1, "log_every >= 1"),
@@ -111,6 +117,10 @@ class TrainConfig:
         for ok, rule in checks:
             if not ok:
                 raise ConfigError(f"invalid training configuration: expected {rule}")
+        # here, so that it comes before any training or file writing (the CLI and Trainer validate first)
+        if self.tensorboard and optional_import("torch.utils.tensorboard") is None:
+            raise ConfigError(f"--tensorboard (tensorboard: true) needs the tensorboard package, which is not "
+                              f"installed: {install_hint('tensorboard')}")
 
     def train_sizes(self) -> list[int]:
         """The training shorter sides (one, or the multi-scale choices)."""
@@ -162,18 +172,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
+    is_yaml = p.suffix.lower() in (".yaml", ".yml")
+    yaml = optional_import("yaml") if is_yaml else None
+    if is_yaml and yaml is None:  # checked apart: a ConfigError raised below would read "not valid YAML"
+        raise ConfigError(f"config file {p}: reading YAML needs pyyaml, which is not installed "
+                          f"({install_hint('yaml')}), or write the file as JSON")
     text = p.read_text()
     try:
-        if p.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as exc:
-                raise ConfigError(f"{p}: reading YAML needs pyyaml (pip install 'fasterrcnn[yaml]'), or use JSON") from exc
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (json.JSONDecodeError, ValueError) as exc:
-        raise ConfigError(f"{p} is not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
+        raise ConfigError(f"{p} is not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from exc
     except Exception as exc:  # yaml.YAMLError
         raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

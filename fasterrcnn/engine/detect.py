@@ -89,6 +89,14 @@ class DetectResult:
     annotated: list[str] = field(default_factory=list)
 
 
+def _save_image(image: Any, path: Path) -> None:
+    """Write an annotated copy atomically (a crash never leaves half an image)."""
+    from fasterrcnn.fileio import atomic_write
+
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    atomic_write(path, lambda f: image.save(f, format=fmt, **({"quality": 92} if fmt == "JPEG" else {})))
+
+
 def _output_names(paths: list[Path], suffix: str | None) -> list[str]:
     """Unique output file names: the input's name, with a counter where two inputs share one."""
     names, seen = [], {}
@@ -115,19 +123,28 @@ def detect_files(
     draw: bool = True,
     image_format: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    inputs: list[str | Path] = (),
 ) -> DetectResult:
     """Detect objects in `paths`; write annotated copies (detections with score >=
-    `score_thresh`) and `detections.json` (COCO results, image_id = position in `images.json`)."""
+    `score_thresh`) and `detections.json` (COCO results, image_id = position in `images.json`).
+
+    Nothing is written over an input (an annotated copy never replaces its photo; `inputs`
+    names other input files, e.g. the checkpoint), nor, unless `overwrite`, over an existing
+    file: both are checked before the first image is read (fasterrcnn.outputs)."""
     from fasterrcnn.data.transforms import read_image
     from fasterrcnn.fileio import atomic_write_text
+    from fasterrcnn.outputs import claim_outputs
     from fasterrcnn.visualize import draw_detections
 
     out = Path(out_dir)
+    names = _output_names(paths, image_format)
+    planned = [*(names if draw else []), "detections.json", "images.json"]
+    claim_outputs(out, planned, inputs=[*paths, *inputs], overwrite=overwrite, what="detection outputs")
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config.transform
     dataset = ImageFiles(paths, cfg.min_size, cfg.max_size)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    names = _output_names(paths, image_format)
     model.eval()
     res = DetectResult()
     results: list[dict[str, Any]] = []
@@ -159,7 +176,7 @@ def detect_files(
                 names_ = model.class_names
                 drawn = draw_detections(image, boxes[keep].tolist(), labels[keep].tolist(), scores[keep].tolist(), names_)
                 path = out / names[image_id]
-                drawn.save(path, quality=92) if path.suffix in (".jpg", ".jpeg") else drawn.save(path)
+                _save_image(drawn, path)
                 res.annotated.append(str(path))
     res.seconds = time.perf_counter() - start
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(model.class_names or [])]

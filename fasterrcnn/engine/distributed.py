@@ -33,6 +33,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
+from fasterrcnn.errors import error_from_traceback
+
 __all__ = ["Context", "launch", "shard_batches"]
 
 
@@ -174,4 +176,12 @@ def launch(fn: Callable[..., Any], world: int, args: tuple = (), *, device: str 
     backend = "nccl" if device == "cuda" else "gloo"
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // world)
-    torch.multiprocessing.spawn(_entry, args=(world, _free_port(), backend, threads, fn, args), nprocs=world, join=True)
+    try:
+        torch.multiprocessing.spawn(_entry, args=(world, _free_port(), backend, threads, fn, args), nprocs=world, join=True)
+    except torch.multiprocessing.ProcessRaisedException as exc:
+        # a user's error in one process (bad data, a divergence) comes back as its traceback
+        # text: raise it as the one-line error it was
+        inner = error_from_traceback(str(exc))
+        if inner is None:
+            raise
+        raise inner from None

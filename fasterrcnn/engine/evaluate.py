@@ -13,11 +13,34 @@ from typing import Any
 import torch
 from torch import nn
 
+from fasterrcnn._optional import missing_note, missing_reason, optional_import
 from fasterrcnn.engine.inference import Predictions, predict
 
-__all__ = ["RECALL_PROPOSALS", "evaluate_detections", "evaluate_model", "ground_truth"]
+__all__ = ["RECALL_PROPOSALS", "evaluate_detections", "evaluate_model", "ground_truth", "missing_outputs"]
 
 RECALL_PROPOSALS = (50, 100, 300, 1000, 2000)
+
+#: The optional outputs of an evaluation (their key in the results) and the module each needs.
+OPTIONAL_OUTPUTS = {"coco": "pycocotools.cocoeval", "pr_curves": "matplotlib.backends.backend_agg"}
+#: What the note line says is skipped without it.
+SKIPPED_TEXT = {"coco": "COCO AP skipped, VOC mAP still computed", "pr_curves": "PR curve PNGs not written"}
+
+
+def missing_outputs(*, coco: bool = True, plots: bool = True) -> dict[str, str]:
+    """The asked-for optional outputs that cannot be made here, and why: ``{"coco": "pycocotools
+    is not installed (pip install pycocotools)"}``, ``{"pr_curves": "matplotlib is not installed
+    (...)"}``; empty when everything asked for can be made."""
+    wanted = [key for key, on in (("coco", coco), ("pr_curves", plots)) if on]
+    return {k: missing_reason(OPTIONAL_OUTPUTS[k]) for k in wanted if optional_import(OPTIONAL_OUTPUTS[k]) is None}
+
+
+def _skip_missing(coco: bool, plots: bool, log: Any) -> tuple[bool, bool, dict[str, str]]:
+    """(coco, plots) with the outputs whose module is missing turned off, one note line logged
+    for each, and {key: why} of those."""
+    skipped = missing_outputs(coco=coco, plots=plots)
+    for key in skipped:
+        log(missing_note(OPTIONAL_OUTPUTS[key], SKIPPED_TEXT[key]))
+    return coco and "coco" not in skipped, plots and "pr_curves" not in skipped, skipped
 
 
 def ground_truth(dataset: Any) -> list[dict[str, Any]]:
@@ -34,10 +57,18 @@ def evaluate_detections(
     coco: bool = True,
     plots: bool = True,
     extra: dict[str, Any] | None = None,
+    skipped: dict[str, str] | None = None,
+    log: Any = print,
 ) -> dict[str, Any]:
-    """Score per-image detections (original coordinates) against `dataset`'s ground truth."""
+    """Score per-image detections (original coordinates) against `dataset`'s ground truth.
+
+    The COCO metrics (pycocotools) and the PR curves (matplotlib) are skipped, with one note
+    line each through `log`, where their module is missing; ``results["skipped"]`` then says
+    which and why, together with the outputs in `skipped` (found missing by the caller)."""
     from fasterrcnn.evaluation import coco_evaluate, plot_pr_curves, proposal_recall, voc_evaluate, write_report
 
+    coco, plots, missing = _skip_missing(coco, plots and out_dir is not None, log)
+    skipped = {**(skipped or {}), **missing}
     gt = ground_truth(dataset)
     classes = list(dataset.classes)
     results: dict[str, Any] = {"voc": voc_evaluate(gt, detections, classes)}
@@ -46,6 +77,8 @@ def evaluate_detections(
     if proposals:
         results["proposal_recall"] = proposal_recall(gt, proposals, num_proposals=RECALL_PROPOSALS)
     results.update(extra or {})
+    if skipped:
+        results["skipped"] = skipped
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -69,10 +102,15 @@ def evaluate_model(
     plots: bool = True,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    skipped: dict[str, str] | None = None,
+    log: Any = print,
 ) -> tuple[dict[str, Any], Predictions]:
-    """Run `model` on every image of `dataset` and evaluate; returns (results, predictions)."""
+    """Run `model` on every image of `dataset` and evaluate; returns (results, predictions).
+    Outputs whose module is missing are noted before the model runs (see `evaluate_detections`)."""
     from fasterrcnn.data import build_loader
 
+    coco, plots, missing = _skip_missing(coco, plots and out_dir is not None, log)
+    skipped = {**(skipped or {}), **missing}
     loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds = predict(
         model, loader, device, precision, num_proposals=max(RECALL_PROPOSALS) if recall else None, progress=progress, desc="evaluate"
@@ -86,6 +124,6 @@ def evaluate_model(
     }
     results = evaluate_detections(
         preds.detections, dataset, proposals=preds.proposals or None, out_dir=out_dir, coco=coco, plots=plots,
-        extra={"inference": info, **(extra or {})},
+        extra={"inference": info, **(extra or {})}, skipped=skipped, log=log,
     )
     return results, preds

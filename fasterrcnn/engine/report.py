@@ -12,24 +12,35 @@ __all__ = ["print_summary", "summary_lines", "train_and_evaluate"]
 
 
 def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print) -> dict[str, Any]:
-    """Train with `cfg`, plot the loss curve, evaluate on `cfg.val_split` (when present) and
-    write `summary.json`; returns the summary dict."""
-    from fasterrcnn.data import build_dataset
-    from fasterrcnn.engine.evaluate import evaluate_model
+    """Train with `cfg`, plot the loss curve, evaluate on `cfg.val_split` (or `cfg.val_data`)
+    and write `summary.json`; returns the summary dict. Both data sets are read and checked
+    (every image decoded) before training starts."""
+    from fasterrcnn._optional import missing_note
+    from fasterrcnn.engine.evaluate import SKIPPED_TEXT, evaluate_model, missing_outputs
     from fasterrcnn.engine.logger import read_metrics
     from fasterrcnn.engine.trainer import LOSS_KEYS, Trainer
     from fasterrcnn.evaluation import plot_loss_curve
 
     trainer = Trainer(cfg, log=log)
+    val, on_train = _evaluation_set(cfg, trainer, log) if evaluate else (None, False)
+    # Outputs whose module is missing are said before training (one note each), not after it.
+    skipped = missing_outputs(coco=val is not None, plots=True)
+    plots = "pr_curves" not in skipped  # matplotlib draws the loss curve and the PR curves
+    if not plots:
+        log(missing_note("matplotlib", f"loss_curve.png{'' if val is None else ' and the PR curve PNGs'} not written"))
+    if "coco" in skipped:
+        log(missing_note("pycocotools", SKIPPED_TEXT["coco"]))
     result = trainer.run()
     out = Path(cfg.out)
     files: dict[str, str] = {"checkpoint": str(result.checkpoint), "metrics": str(out / "metrics.jsonl")}
     records = [r for r in read_metrics(out / "metrics.jsonl") if r.get("kind") == "train"]
-    if records:
-        files["loss_curve"] = plot_loss_curve(
+    if records and plots:
+        curve = plot_loss_curve(
             records, out / "loss_curve.png", keys=["loss", *LOSS_KEYS], x_key="global_iter", log_scale=True,
             title=f"{cfg.preset} training losses ({cfg.schedule})",
         )
+        if curve:
+            files["loss_curve"] = curve
     summary: dict[str, Any] = {
         "preset": cfg.preset,
         "schedule": cfg.schedule,
@@ -49,25 +60,20 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
         "data_report_text": trainer.train_set.report.summary(),
         "files": files,
     }
-    if evaluate and cfg.val_split:
-        test_min, test_max = cfg.test_size()
-        common = dict(format=cfg.format, min_size=test_min, max_size=test_max, seed=cfg.seed, classes=trainer.classes)
-        if cfg.image_dir is not None:
-            common["image_dir"] = cfg.image_dir
-        try:
-            val = build_dataset(cfg.data, cfg.val_split, train=False, **common)
-        except Exception as exc:  # noqa: BLE001 - a missing test split must not lose the trained model
-            log(f"no evaluation: cannot read split {cfg.val_split!r} of {cfg.data} ({exc})")
-            val = None
-        if val is not None and len(val):
-            log(f"evaluating on {cfg.val_split} ({len(val)} images)")
-            results, _ = evaluate_model(
-                result.model, val, device=trainer.device, precision=trainer.precision, num_workers=cfg.num_workers,
-                out_dir=out / "eval", progress=cfg.progress, extra={"checkpoint": str(result.checkpoint), "split": cfg.val_split},
-            )
-            summary["eval"] = eval_summary(results)
-            summary["eval_table"] = _table(results)
-            files["report"] = results["report_path"]
+    if val is not None:
+        where = "the training images (not a held-out set)" if on_train else f"{cfg.val_data or cfg.data} [{cfg.val_split}]"
+        log(f"evaluating on {where}: {len(val)} images")
+        extra = {"checkpoint": str(result.checkpoint), "data": cfg.val_data or cfg.data, "split": cfg.val_split,
+                 "on_training_data": on_train}
+        results, _ = evaluate_model(
+            result.model, val, device=trainer.device, precision=trainer.precision, num_workers=cfg.num_workers,
+            out_dir=out / "eval", progress=cfg.progress, extra=extra,
+            coco="coco" not in skipped, plots=plots, skipped=skipped, log=log,
+        )
+        summary["eval"] = {**eval_summary(results), "on_training_data": on_train}
+        summary["eval_table"] = _table(results)
+        files["report"] = results["report_path"]
+        if results.get("pr_curves"):
             files["pr_curves"] = str(out / "eval" / "pr_curves")
     from fasterrcnn.evaluation import to_jsonable
     from fasterrcnn.fileio import atomic_write_text
@@ -75,6 +81,50 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
     atomic_write_text(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
     files["summary"] = str(out / "summary.json")
     return summary
+
+
+def _evaluation_set(cfg: TrainConfig, trainer: Any, log: Any) -> tuple[Any, bool]:
+    """The data set evaluated after training, read and checked now (before training), and
+    whether it is the training data. None (with a note) when there is nothing to evaluate on;
+    a split that exists but cannot be read is an error, raised before any training."""
+    from fasterrcnn.data import build_dataset, is_single_file
+
+    if not cfg.val_split and not cfg.val_data:
+        return None, False
+    data = cfg.val_data or cfg.data
+    single = is_single_file(data, cfg.format)
+    on_train = cfg.val_data is None and (single or cfg.val_split == cfg.train_split)
+    if cfg.val_data is None and single and cfg.val_split != cfg.train_split:
+        log(f"note: {cfg.data} is a single annotation file with no {cfg.val_split!r} split: no evaluation after training "
+            f"(give a held-out set with --val-data FILE, or evaluate on the training images with --val-split {cfg.train_split})")
+        return None, False
+    missing = _missing_split(data, cfg.val_split, cfg.format, single)
+    if missing:
+        log(f"note: no evaluation after training: {missing}")
+        return None, False
+    test_min, test_max = cfg.test_size()
+    common = dict(format=cfg.format, min_size=test_min, max_size=test_max, seed=cfg.seed, classes=trainer.classes)
+    if cfg.image_dir is not None and cfg.val_data is None:
+        common["image_dir"] = cfg.image_dir
+    val = build_dataset(data, None if single else cfg.val_split, train=False, **common)
+    if len(val) == 0:
+        log(f"note: split {cfg.val_split!r} of {data} has no images: no evaluation after training")
+        return None, False
+    if on_train:
+        log(f"note: the evaluation after training runs on the training images ({cfg.train_split}), not a held-out set")
+    if cfg.verify_images:
+        trainer.verify_data(val, cfg.val_split)
+    return val, on_train
+
+
+def _missing_split(data: str, split: str | None, format: str, single: bool) -> str | None:
+    """Why split `split` of `data` does not exist (None when it does): a missing split is a
+    note, not an error, since a data set need not have a test split."""
+    from fasterrcnn.data import available_splits, has_split
+
+    if single or has_split(data, split, format) is not False:
+        return None
+    return f"{data} has no split {split!r} (it has: {', '.join(available_splits(data, format) or []) or 'none'})"
 
 
 def eval_summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +138,8 @@ def eval_summary(results: dict[str, Any]) -> dict[str, Any]:
         s["recall"] = results["proposal_recall"].get("recall")
     if "inference" in results:
         s["seconds_per_image"] = results["inference"]["seconds_per_image"]
+    if results.get("skipped"):
+        s["skipped"] = results["skipped"]  # optional outputs not made, and why
     return s
 
 

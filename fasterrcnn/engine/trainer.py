@@ -39,14 +39,29 @@ from fasterrcnn.engine.ema import ModelEMA
 from fasterrcnn.engine.logger import MetricsLogger
 from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
 from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
-from fasterrcnn.errors import CheckpointError, ConfigError
-from fasterrcnn.fileio import atomic_write_text
-from fasterrcnn.modeling.checkpoint import load_checkpoint, load_imagenet_weights, read_checkpoint, save_checkpoint
+from fasterrcnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+from fasterrcnn.fileio import atomic_write_text, remove_stale_temp_files
+from fasterrcnn.modeling.checkpoint import (
+    load_checkpoint,
+    load_imagenet_weights,
+    nonfinite_entries,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN, build_model
+from fasterrcnn.ops._utils import NonFiniteError
+from fasterrcnn.outputs import claim_outputs, clear_outputs
 
 __all__ = ["StageSpec", "TrainResult", "Trainer", "train"]
 
 LOSS_KEYS = ("rpn_cls", "rpn_reg", "det_cls", "det_reg")
+
+# Everything a training run writes into its output folder (checked before it starts: a new run
+# never replaces another run's files unless asked to with `overwrite`, or continues it with `resume`).
+RUN_OUTPUTS = (
+    "last.pt", "model_final.pt", "stage1.pt", "stage2.pt", "stage3.pt", "stage4.pt", "metrics.jsonl",
+    "train_config.json", "train_result.json", "summary.json", "loss_curve.png", "eval", "tensorboard",
+)
 
 
 @dataclass
@@ -109,6 +124,28 @@ class Trainer:
         # the batches of an epoch as the training loop will draw them (one per orientation may be
         # incomplete; with several processes, one smaller than their number is skipped)
         self.iters_per_epoch = len(self._loader(epoch=0, seed=cfg.seed, rank=0, world=cfg.processes))
+        # Everything is checked before anything is written: the arguments, the data (every image
+        # decoded once), the resume checkpoint's compatibility, the output folder. The processes
+        # of a data-parallel run were started by a process that checked all of it.
+        launcher = not self.ctx.active
+        self._resume = self._read_resume() if cfg.resume else None
+        self._replaced: list[Path] = []
+        if launcher:
+            if not cfg.resume:
+                inputs = [cfg.data, cfg.image_dir, cfg.pretrained, cfg.val_data]
+                self._replaced = claim_outputs(
+                    self.out, RUN_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite, what="a previous training run's files",
+                    hint="choose another --out, continue that run with --resume, or replace it with --overwrite",
+                )
+            if cfg.verify_images:
+                self.verify_data(self.train_set, cfg.train_split)
+        self._last_saved: str | None = None
+
+    def verify_data(self, dataset: Any, split: str | None) -> None:
+        """Decode every image of `dataset` once (DetectionDataset.verify_images), logging the time."""
+        t0 = time.perf_counter()
+        dataset.verify_images(threads=max(1, min(4, torch.get_num_threads())))
+        self.log(f"checked the {len(dataset)} images of split {split!r} ({time.perf_counter() - t0:.1f} s)")
 
     def _loader(self, epoch: int, seed: int, rank: int, world: int) -> Any:
         from fasterrcnn.data import build_loader
@@ -181,13 +218,18 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
+        if self._replaced:  # the user asked (overwrite): the previous run's files go first
+            self.log(f"--overwrite: removing the previous run's {', '.join(p.name for p in self._replaced)} from {self.out}")
+            clear_outputs(self._replaced)
+            self._replaced = []
         if cfg.processes > 1 and not self.ctx.active:
             return self._run_processes()
         main = self.ctx.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        resume = self._read_resume() if cfg.resume else None
+            remove_stale_temp_files(self.out)  # those of a write a kill cut short (SIGKILL, power loss)
+            atomic_write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        resume = self._resume
         if main and not cfg.resume and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         logger: MetricsLogger | _NoLogger = (
@@ -318,7 +360,11 @@ class Trainer:
                 if it >= total_iters:
                     break
                 t0 = time.perf_counter()
-                losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
+                try:
+                    losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
+                except (FloatingPointError, NonFiniteError) as exc:
+                    what = str(exc) if isinstance(exc, FloatingPointError) else f"the forward pass produced non-finite values ({exc})"
+                    raise self._diverged(what, spec, epoch, global_start + it + 1) from exc
                 if ema is not None:
                     ema.update(model)
                 dt = time.perf_counter() - t0
@@ -348,10 +394,14 @@ class Trainer:
             rng = {"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
             rng_ranks = self.ctx.gather(rng)
+            bad = nonfinite_entries(model.state_dict()) + (nonfinite_entries(ema.module.state_dict()) if ema is not None else [])
+            if bad:
+                raise self._diverged(f"non-finite values (NaN or inf) in {', '.join(bad[:3])}", spec, epoch, global_start + it)
             if self.ctx.is_main:
                 extra = {"rng_ranks": rng_ranks} if self.ctx.active else {}
                 if ema is not None:
                     extra["ema"] = ema.state_dict()
+                self._last_saved = f"{self.out / 'last.pt'} (stage {spec.index}, epoch {epoch + 1}, iteration {it})"
                 save_checkpoint(
                     self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
@@ -362,6 +412,21 @@ class Trainer:
         if cfg.precise_bn_iters:
             self._precise_bn(model, spec, propose)
         return model, it, seconds, images_seen, epoch_losses
+
+    def _diverged(self, what: str, spec: StageSpec, epoch: int, iteration: int) -> TrainingDivergedError:
+        """The one error a divergence ends the run with: what and when, the checkpoint kept, what to try."""
+        cfg = self.cfg
+        if self._last_saved:
+            kept = f"the last good checkpoint, {self._last_saved}, is kept"
+        elif self._resume is not None:
+            kept = f"the checkpoint this run resumed from, {self._resume['path']}, is kept"
+        else:
+            kept = "no checkpoint was written (it diverged before the end of the first epoch)"
+        return TrainingDivergedError(
+            f"training diverged at iteration {iteration} (stage {spec.index}, epoch {epoch + 1}): {what}; {kept}. "
+            f"Try a lower --lr (this run: {cfg.lr:g}), --clip-grad-norm (e.g. 10), or a longer --warmup-iters "
+            f"(this run: {cfg.warmup_iters})"
+        )
 
     def _precise_bn(self, model: FasterRCNN, spec: StageSpec, propose: Callable[[list[Tensor]], list[Tensor]] | None) -> None:
         """Re-estimate the BatchNorm statistics of the stage's final weights (engine.precise_bn)
@@ -417,8 +482,8 @@ class Trainer:
         shown = self.ctx.average_values(losses)  # every process sees the same values (and stops together)
         if not torch.isfinite(sum(shown.values())):
             raise FloatingPointError(
-                f"the loss became {float(sum(shown.values()))} at iteration {global_iter + 1} "
-                f"({', '.join(f'{k}={float(v):.4g}' for k, v in shown.items())}); lower --lr or add --clip-grad-norm"
+                f"the loss became {float(sum(shown.values()))} "
+                f"({', '.join(f'{k}={float(v):.4g}' for k, v in shown.items())})"
             )
         optimizer.zero_grad(set_to_none=True)
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -430,7 +495,13 @@ class Trainer:
             loss.backward()
             self.ctx.average_gradients(trainable)
         if self.cfg.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, self.cfg.clip_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(trainable, self.cfg.clip_grad_norm)
+        else:
+            norm = _grad_norm(trainable)
+        # a step on non-finite gradients would poison every weight (fp16's scaler skips those
+        # steps by design, so it is left to it)
+        if scaler is None and not torch.isfinite(norm):
+            raise FloatingPointError(f"the gradients became non-finite (norm {float(norm)})")
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -438,6 +509,15 @@ class Trainer:
             optimizer.step()
         scheduler.step()
         return {k: float(v.detach()) for k, v in shown.items()}
+
+
+def _grad_norm(params: list[Tensor]) -> Tensor:
+    """The total L2 norm of the parameters' gradients (as clip_grad_norm_ computes it)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm([g.detach() for g in grads])  # one fused kernel, as clip_grad_norm_ uses
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
 
 
 def _silent(message: str) -> None:

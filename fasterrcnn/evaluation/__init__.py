@@ -11,7 +11,8 @@ Inputs (see `voc_evaluate` for details):
   list ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`` with
   ``category_ids`` (label i <-> ``category_ids[i - 1]``, identity by default).
 
-pycocotools and matplotlib are needed only by `coco_evaluate*` and the plots.
+pycocotools and matplotlib (core dependencies) are used only by `coco_evaluate*` and the plots;
+the commands skip those outputs with a note where they are missing.
 """
 
 from fasterrcnn.evaluation.coco import (

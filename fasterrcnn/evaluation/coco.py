@@ -69,9 +69,10 @@ def _pycocotools():
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:  # pragma: no cover - depends on the installation
-        raise DataError(
-            "COCO metrics need pycocotools: pip install 'fasterrcnn[eval]' (or pycocotools)"
-        ) from None
+        from fasterrcnn._optional import missing_reason
+
+        # (the commands check first and skip the COCO metrics with a note: see engine.evaluate)
+        raise DataError(f"COCO metrics need pycocotools: {missing_reason('pycocotools')}") from None
     return COCO, COCOeval
 
 

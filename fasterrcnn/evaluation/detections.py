@@ -66,10 +66,25 @@ def _boxes_labels_scores(
 
 
 def _number(value) -> float | None:
-    """`value` as a float if it is a real number (not a bool), else None."""
+    """`value` as a float if it is a real number (not a bool), else None; an integer too large
+    for a float becomes +-inf (so that it fails the finiteness checks)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _integer_id(value, where: str, name: str) -> int:
+    """An image or category id: an integer (not a bool) that fits in 64 bits (labels and ids
+    become int64 tensors); errors name `where` and the field."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DataError(f"{where}: {name} must be an integer, got {_short(value)}")
+    value = int(value)
+    if not -(2**63) <= value < 2**63:
+        raise DataError(f"{where}: {name} {_short(value)} does not fit in 64 bits")
+    return value
 
 
 def _short(value, limit: int = 80) -> str:
@@ -109,16 +124,10 @@ def validate_coco_results(
         for key in _COCO_KEYS:
             if key not in entry:
                 raise DataError(f"{where}: missing key '{key}' (entry: {_short(dict(entry))})")
-        image_id = entry["image_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, numbers.Integral):
-            raise DataError(f"{where}: image_id must be an integer, got {_short(image_id)}")
-        image_id = int(image_id)
+        image_id = _integer_id(entry["image_id"], where, "image_id")
         if known_images is not None and image_id not in known_images:
             raise DataError(f"{where}: unknown image_id {image_id} (not in the ground truth)")
-        cat = entry["category_id"]
-        if isinstance(cat, bool) or not isinstance(cat, numbers.Integral):
-            raise DataError(f"{where}: category_id must be an integer, got {_short(cat)}")
-        cat = int(cat)
+        cat = _integer_id(entry["category_id"], where, "category_id")
         if mapping is not None:
             if cat not in mapping:
                 raise DataError(
@@ -138,6 +147,8 @@ def validate_coco_results(
             )
         if not all(math.isfinite(v) for v in nums):
             raise DataError(f"{where}: bbox has a non-finite value: {_short(bbox)}")
+        if not (math.isfinite(nums[0] + nums[2]) and math.isfinite(nums[1] + nums[3])):
+            raise DataError(f"{where}: bbox corner x + width or y + height is not finite: {_short(bbox)}")
         if nums[2] < 0:
             raise DataError(f"{where}: bbox has a negative width ({nums[2]})")
         if nums[3] < 0:
@@ -244,6 +255,8 @@ def read_json_file(path, what: str = "file"):
         ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; too deeply nested
+        raise DataError(f"{path}: invalid JSON ({exc})") from None
 
 
 def load_coco_results(
@@ -274,11 +287,9 @@ def _per_image_from_json(data: list, source: str, image_ids, num_classes) -> lis
         for key in ("image_id", "boxes", "labels", "scores"):
             if key not in entry:
                 raise DataError(f"{where}: missing key '{key}'")
-        image_id = entry["image_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, numbers.Integral):
-            raise DataError(f"{where}: image_id must be an integer, got {_short(image_id)}")
-        if known is not None and int(image_id) not in known:
-            raise DataError(f"{where}: unknown image_id {int(image_id)} (not in the ground truth)")
+        image_id = _integer_id(entry["image_id"], where, "image_id")
+        if known is not None and image_id not in known:
+            raise DataError(f"{where}: unknown image_id {image_id} (not in the ground truth)")
         boxes, labels, scores = _boxes_labels_scores(entry, num_classes, where)
         out.append(
             {

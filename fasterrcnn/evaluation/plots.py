@@ -30,9 +30,10 @@ def _new_figure(width: float, height: float):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the installation
-        raise DataError(
-            "plots need matplotlib: pip install 'fasterrcnn[eval]' (or matplotlib)"
-        ) from None
+        from fasterrcnn._optional import missing_reason
+
+        # (the commands check first and skip their plots with a note: see engine.evaluate)
+        raise DataError(f"plots need matplotlib: {missing_reason('matplotlib')}") from None
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig

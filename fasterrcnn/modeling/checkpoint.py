@@ -28,6 +28,7 @@ __all__ = [
     "atomic_torch_save",
     "load_checkpoint",
     "load_imagenet_weights",
+    "nonfinite_entries",
     "read_checkpoint",
     "save_checkpoint",
 ]
@@ -48,9 +49,25 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     if not isinstance(config, ModelConfig):
         raise TypeError("save_checkpoint needs a FasterRCNN (a model with a ModelConfig in .config)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = nonfinite_entries(state)
+    if bad:
+        raise CheckpointError(
+            f"not writing {path}: the model holds non-finite values (NaN or inf) in {_listing(bad)}; "
+            "a model that diverged is never saved"
+        )
     ckpt = {"format": FORMAT, "version": VERSION, "fasterrcnn_version": __version__, "config": config.to_dict(), "model": state}
     ckpt.update(extra)
     return atomic_torch_save(ckpt, path)
+
+
+def nonfinite_entries(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or inf (parameters
+    and buffers alike: a diverged BatchNorm's running statistics are caught too)."""
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _listing(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _load_weights_only(path: Path, map_location: str | torch.device, what: str) -> Any:
@@ -81,6 +98,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("config", "model"):
         if key not in ckpt:
             raise CheckpointError(f"{path} has no '{key}' entry")
+    if not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"{path}: its 'model' entry is not a state dict")
+    bad = nonfinite_entries(ckpt["model"])
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or inf) in {_listing(bad)}: the training that wrote it "
+            "had diverged; use an earlier checkpoint"
+        )
     return ckpt
 
 

@@ -169,9 +169,9 @@ class FasterRCNN(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets: model(images, targets)")
-            targets = check_targets(targets, len(images), self.num_classes)
+            targets = check_targets(targets, [tuple(img.shape[-2:]) for img in images], self.num_classes)
         elif targets is not None:
-            targets = check_targets(targets, len(images), self.num_classes)
+            targets = check_targets(targets, [tuple(img.shape[-2:]) for img in images], self.num_classes)
         if self.stage == "detector" and proposals is None:
             raise ValueError("stage 'detector' needs proposals=[Tensor[P, 4] per image]")
         clock = self.clock
@@ -274,8 +274,13 @@ class FasterRCNN(nn.Module):
         return results
 
 
-def check_targets(targets: Sequence[dict[str, Any]], num_images: int, num_classes: int) -> list[dict[str, Tensor]]:
-    """Validate training targets; errors name the image index and the field."""
+def check_targets(
+    targets: Sequence[dict[str, Any]], image_sizes: Sequence[tuple[int, int]], num_classes: int
+) -> list[dict[str, Tensor]]:
+    """Validate training targets against their images' (height, width); errors name the image
+    index and the field. A box may stick out of its image (the matcher sees the part inside),
+    but one with no part inside cannot be a ground-truth object of that image."""
+    num_images = len(image_sizes)
     if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
         raise ValueError(f"targets must be a list with one dict per image ({num_images}), got {type(targets).__name__} of length {len(targets) if hasattr(targets, '__len__') else '?'}")
     for i, t in enumerate(targets):
@@ -295,6 +300,11 @@ def check_targets(targets: Sequence[dict[str, Any]], num_images: int, num_classe
             if bool(bad.any()):
                 j = int(torch.where(bad)[0][0])
                 raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no positive width and height")
+            h, w = image_sizes[i]
+            outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
+            if bool(outside.any()):
+                j = int(torch.where(outside)[0][0])
+                raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} lies entirely outside its {w}x{h} image (x1 y1 x2 y2 in pixels)")
             if bool(((labels < 1) | (labels > num_classes)).any()):
                 raise ValueError(f"targets[{i}]['labels'] must be in 1..{num_classes} (0 is background), got {labels.tolist()}")
     return list(targets)

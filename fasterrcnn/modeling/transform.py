@@ -12,6 +12,7 @@ batch tensor, and map boxes between input and network coordinates.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -72,7 +73,24 @@ def check_images(images: object) -> list[Tensor]:
             raise TypeError(f"images[{i}] must be a float tensor with values in [0, 1], got {img.dtype} (divide uint8 images by 255)")
         if img.shape[1] < 1 or img.shape[2] < 1:
             raise ValueError(f"images[{i}] is empty: shape {tuple(img.shape)}")
+    check_pixel_range(images)
     return list(images)
+
+
+def check_pixel_range(images: Sequence[Tensor]) -> None:
+    """Every pixel finite and in [0, 1] (the range the normalisation's mean and std assume).
+
+    Checked before the network runs, so a NaN never reaches a BatchNorm layer's running
+    statistics and a 0-255 image is not silently normalised as if it were 0-1."""
+    bounds = torch.stack([torch.stack(torch.aminmax(img.detach().float())) for img in images]).cpu()
+    for i, (lo, hi) in enumerate(bounds.tolist()):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"images[{i}] has non-finite pixel values (NaN or inf)")
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"images[{i}] has values in [{lo:.4g}, {hi:.4g}]; expected floats in [0, 1] "
+                f"(divide 8-bit images by 255)"
+            )
 
 
 class DetectionTransform(nn.Module):

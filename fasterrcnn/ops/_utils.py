@@ -8,6 +8,11 @@ import torch
 from torch import Tensor
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf where an op needs finite numbers (boxes, RoIs, scores). In training this is
+    the mark of a divergence: the trainer reports it as one."""
+
+
 def check_boxes(boxes: Tensor, name: str = "boxes", *, finite: bool = True) -> None:
     """Raise a clear error unless `boxes` is a floating/integer tensor of shape [..., 4].
 
@@ -22,7 +27,7 @@ def check_boxes(boxes: Tensor, name: str = "boxes", *, finite: bool = True) -> N
         raise TypeError(f"{name} must be a real-valued tensor, got {boxes.dtype}")
     if finite and boxes.is_floating_point() and boxes.numel() and not bool(torch.isfinite(boxes).all()):
         bad = (~torch.isfinite(boxes)).any(-1).nonzero()[0].tolist()
-        raise ValueError(f"{name} contains non-finite coordinates (first at index {bad})")
+        raise NonFiniteError(f"{name} contains non-finite coordinates (first at index {bad})")
 
 
 def check_boxes_2d(boxes: Tensor, name: str = "boxes") -> None:
@@ -72,7 +77,7 @@ def convert_boxes_to_roi_format(boxes: Tensor | Sequence[Tensor], name: str = "b
         raise TypeError(f"{name} must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
     if rois.is_floating_point() and rois.numel() and not bool(torch.isfinite(rois).all()):
         bad = (~torch.isfinite(rois)).any(-1).nonzero()[0].tolist()
-        raise ValueError(f"{name} contains non-finite values (first at RoI {bad})")
+        raise NonFiniteError(f"{name} contains non-finite values (first at RoI {bad})")
     return rois
 
 

@@ -29,7 +29,7 @@ stops as soon as enough boxes are kept.
 
 When at most 2,048 boxes can be kept (an early stop such as the RPN's top-300 at test time, its
 2,000 in training and for recall curves, or no more boxes than that; `_LOOP_MAX_KEEP`), with no
-categories, CPU tensors, an IoU threshold >= 0 and numba installed (the `fast` extra), the
+categories, CPU tensors, an IoU threshold >= 0 and numba installed (a core dependency), the
 greedy loop runs compiled instead (`_greedy_loop`: the textbook sequential scan with
 torchvision's arithmetic, each candidate against the boxes kept so far): on a trained RPN's clustered top-6000 it takes 1.5 ms where the block loop below takes
 14 ms for 300 kept (the block loop's ~90 rounds of small tensor ops are overhead-bound), and
@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fasterrcnn.ops._utils import check_boxes, upcast
+from fasterrcnn.ops._utils import NonFiniteError, check_boxes, upcast
 
 __all__ = ["batched_nms", "nms"]
 
@@ -182,7 +182,7 @@ def _check_args(
         raise ValueError(f"scores is on {scores.device} but boxes are on {boxes.device}")
     if scores.is_floating_point() and scores.numel() and not bool(torch.isfinite(scores).all()):
         bad = (~torch.isfinite(scores)).nonzero()[0].item()
-        raise ValueError(f"scores contains non-finite values (first at index {bad})")
+        raise NonFiniteError(f"scores contains non-finite values (first at index {bad})")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
         raise TypeError(f"iou_threshold must be a real number, got {type(iou_threshold).__name__}")
     thr = float(iou_threshold)
@@ -279,9 +279,10 @@ def _greedy_loop(b, area, thr: float, limit: int, one):  # numpy arrays in, comp
 def _compiled_greedy_loop():
     """`_greedy_loop` compiled by numba (cached on disk next to this module), or None without
     numba."""
-    try:
-        import numba
-    except ImportError:
+    from fasterrcnn._optional import optional_import
+
+    numba = optional_import("numba")  # without it: the PyTorch code, same results, no message
+    if numba is None:
         return None
     return numba.njit(cache=True, nogil=True)(_greedy_loop)
 

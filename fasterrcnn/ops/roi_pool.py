@@ -30,7 +30,7 @@ then earlier position), so the table is built and queried with plain ``maximum``
 is stored like torchvision's (int32, output layout) and the backward pass is one ``index_add_``
 of the output gradient at the argmax positions.
 
-On CPU with numba installed (the `fast` extra), the forward pass instead runs the kernel's own
+On CPU with numba installed (a core dependency), the forward pass instead runs the kernel's own
 scan, compiled: for each bin, the cells in row-major order, each a contiguous row of channels
 (channels-last), keeping the first strict maximum per channel (a branch-free loop that
 vectorises); the RoIs are split between `torch.get_num_threads()` threads (the compiled loop
@@ -388,9 +388,10 @@ def _scan_bins(x, bidx, hs, he, ws, we, out, arg, best, pos, k0: int, k1: int, f
 @functools.cache
 def _compiled_scan() -> Callable[..., None] | None:
     """`_scan_bins` compiled by numba (cached on disk next to this module), or None without numba."""
-    try:
-        import numba
-    except ImportError:
+    from fasterrcnn._optional import optional_import
+
+    numba = optional_import("numba")  # without it: the PyTorch code, same results, no message
+    if numba is None:
         return None
     return numba.njit(cache=True, nogil=True)(_scan_bins)
 
