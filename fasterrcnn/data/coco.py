@@ -80,7 +80,12 @@ class COCODataset(DetectionDataset):
         cats: dict[int, str] = {}
         for k, c in enumerate(data["categories"]):
             cid = _int(_field(c, "id", jpath, f"categories[{k}]"), jpath, f"categories[{k}].id")
-            name = str(_field(c, "name", jpath, f"categories[{k}]")).strip()
+            name = _field(c, "name", jpath, f"categories[{k}]")
+            if not isinstance(name, str) or not name.strip():
+                raise DataError(
+                    f"{jpath}: categories[{k}].name must be a non-empty string, got {_short(name)}"
+                )
+            name = name.strip()
             if cid in cats:
                 raise DataError(f"{jpath}: category id {cid} appears twice in 'categories'")
             cats[cid] = name
@@ -146,10 +151,10 @@ class COCODataset(DetectionDataset):
             if (
                 not isinstance(bbox, list)
                 or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+                or not all(_is_finite_number(v) for v in bbox)
             ):
                 raise DataError(
-                    f"{jpath}: {where} bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}"
+                    f"{jpath}: {where} bbox must be 4 finite numbers [x, y, w, h], got {_short(bbox)}"
                 )
             if iid not in images:
                 raise DataError(f"{jpath}: {where} refers to image id {iid}, not in 'images'")
@@ -238,14 +243,31 @@ def _field(obj, key: str, path: str, where: str):
 
 
 def _int(value, path: str, where: str) -> int:
+    """An integer (or a float of integral value) that fits in 64 bits (ids become int64)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value != int(value)
+        or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
     ):
-        raise DataError(f"{path}: {where} must be an integer, got {value!r}")
+        raise DataError(f"{path}: {where} must be an integer, got {_short(value)}")
+    if not -(2**63) <= value < 2**63:
+        raise DataError(f"{path}: {where} must be an integer of at most 64 bits, got {_short(value)}")
     return int(value)
+
+
+def _is_finite_number(value) -> bool:
+    """A JSON number (not a bool) that is finite as a float (a huge integer is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _listing(names) -> str:

@@ -230,7 +230,7 @@ class Trainer:
             remove_stale_temp_files(self.out)  # those of a write a kill cut short (SIGKILL, power loss)
             atomic_write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         resume = self._resume
-        if main and not cfg.resume and (self.out / "metrics.jsonl").exists():
+        if main and resume is None and (self.out / "metrics.jsonl").exists():  # a fresh start (a resume before the first checkpoint too)
             (self.out / "metrics.jsonl").unlink()
         logger: MetricsLogger | _NoLogger = (
             MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None) if main else _NoLogger()

@@ -277,6 +277,27 @@ def load_coco_results(
     )
 
 
+def _json_values(entry: Mapping, key: str, where: str) -> np.ndarray:
+    """`entry[key]` of a per-image entry read from JSON, checked to hold JSON numbers: "boxes"
+    a list of [x1, y1, x2, y2], "labels" a list of integers, "scores" a list of numbers
+    (numpy alone would read the strings "1" and the booleans true/false as numbers)."""
+    value = entry[key]
+    rows = value if key == "boxes" else [value]
+    if not isinstance(value, list) or not all(isinstance(r, list) and (key != "boxes" or len(r) == 4) for r in rows):
+        shape = "a list of [x1, y1, x2, y2]" if key == "boxes" else "a list of numbers"
+        raise DataError(f"{where}: {key} must be {shape}, got {_short(value)}")
+    floats = [[_number(v) for v in row] for row in rows]
+    for row, nums in zip(rows, floats):
+        for v, x in zip(row, nums):
+            if x is None or (key == "labels" and not (x.is_integer() and abs(x) < 2**63)):
+                raise DataError(f"{where}: {key} holds {_short(v)}, not {'an integer' if key == 'labels' else 'a number'}")
+    if key == "labels":
+        return np.array([int(v) for v in value], dtype=np.int64)
+    if key == "boxes":
+        return np.array(floats, dtype=np.float64).reshape(-1, 4)
+    return np.array(floats[0], dtype=np.float64)
+
+
 def _per_image_from_json(data: list, source: str, image_ids, num_classes) -> list[dict]:
     known = None if image_ids is None else set(image_ids)
     out = []
@@ -290,10 +311,11 @@ def _per_image_from_json(data: list, source: str, image_ids, num_classes) -> lis
         image_id = _integer_id(entry["image_id"], where, "image_id")
         if known is not None and image_id not in known:
             raise DataError(f"{where}: unknown image_id {image_id} (not in the ground truth)")
-        boxes, labels, scores = _boxes_labels_scores(entry, num_classes, where)
+        values = {key: _json_values(entry, key, where) for key in ("boxes", "labels", "scores")}
+        boxes, labels, scores = _boxes_labels_scores(values, num_classes, where)
         out.append(
             {
-                "image_id": int(image_id),
+                "image_id": image_id,
                 "boxes": torch.from_numpy(boxes),
                 "labels": torch.from_numpy(labels),
                 "scores": torch.from_numpy(scores),
@@ -334,6 +356,8 @@ def load_detections_file(
         return []
     first = data[0]
     if isinstance(first, Mapping) and "boxes" in first and "bbox" not in first:
+        if num_classes is None and category_ids is not None:
+            num_classes = len(category_ids)  # labels 1..K index category_ids
         return _per_image_from_json(data, source, image_ids, num_classes)
     results = validate_coco_results(
         data,
