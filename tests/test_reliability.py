@@ -18,6 +18,7 @@ from fasterrcnn.cli import main, user_message
 from fasterrcnn.data.synth import generate
 from fasterrcnn.errors import CheckpointError, DataError, FasterRCNNError, error_from_traceback
 
+
 def tiny(workers: int = 0) -> list[str]:
     return ["--preset", "small", "--min-size", "64", "--max-size", "96", "--batch-size", "2", "--workers", str(workers),
             "--no-progress", "--set", "anchors.scales=[1,2,4]"]
