@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fasterrcnn.cli import main, user_message
+from fasterrcnn.cli import main
 from fasterrcnn.data.synth import generate
-from fasterrcnn.errors import CheckpointError, DataError, FasterRCNNError, error_from_traceback
+from fasterrcnn.errors import CheckpointError, DataError, FasterRCNNError
 
 
 def tiny(workers: int = 0) -> list[str]:
@@ -290,6 +290,9 @@ def test_invalid_thread_counts_are_one_line(argv, voc, tmp_path, capsys):
 
 
 def test_error_from_traceback_recovers_the_original_message():
+    from fasterrcnn.cli import user_message
+    from fasterrcnn.errors import error_from_traceback
+
     text = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
             '  File "x.py", line 1, in f\nfasterrcnn.errors.DataError: a.jpg: corrupt or truncated image (x)\n')
     err = error_from_traceback(text)
