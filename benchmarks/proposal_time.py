@@ -72,8 +72,8 @@ def main() -> None:
             model([pil_to_tensor(Image.open(f).convert("RGB"))])
     times, counts = times[2:], counts[2:]  # the first runs warm up
     print(f"proposal layer: median {statistics.median(times):.2f} ms, min {min(times):.2f} ms over {len(times)} "
-          f"images at shorter side {args.min_size} (pre-NMS top {layer.cfg.pre_nms_top_n_test}, post-NMS top "
-          f"{layer.cfg.post_nms_top_n_test}, "
+          f"images at shorter side {args.min_size} (pre-NMS top {layer.pre_nms_top_n['testing']}, post-NMS top "
+          f"{layer.post_nms_top_n['testing']}, "
           f"kept {statistics.median(counts):.0f} per image, {torch.get_num_threads()} threads)")
 
 

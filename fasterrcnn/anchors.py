@@ -19,7 +19,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AnchorGenerator", "anchors_inside", "generate_base_anchors", "grid_anchors"]
+__all__ = [
+    "AnchorGenerator",
+    "MultiLevelAnchors",
+    "anchors_inside",
+    "centred_base_anchors",
+    "generate_base_anchors",
+    "grid_anchors",
+]
 
 
 def generate_base_anchors(
@@ -58,6 +65,22 @@ def generate_base_anchors(
     half_w, half_h = 0.5 * (ws - 1), 0.5 * (hs - 1)
     anchors = torch.stack((centre - half_w, centre - half_h, centre + half_w, centre + half_h), dim=1)
     return anchors.to(torch.float32)
+
+
+def centred_base_anchors(sizes: Sequence[float], ratios: Sequence[float] = (0.5, 1.0, 2.0)) -> Tensor:
+    """The anchors of one position in the feature-pyramid convention (FPN, Lin et al. 2017,
+    Sec. 4.1; torchvision's and detectron2's generators): for each ratio r = h / w and size
+    s, a box of area s^2 with w = s / sqrt(r), h = s * sqrt(r), centred on (0, 0) and rounded to
+    whole pixels, continuous coordinates. Ratios are enumerated first, then sizes (torchvision's
+    order). Tensor[len(ratios) * len(sizes), 4], float32."""
+    if not sizes or not ratios or any(s <= 0 for s in sizes) or any(r <= 0 for r in ratios):
+        raise ValueError(f"sizes and ratios must be non-empty and positive; got {sizes}, {ratios}")
+    sizes_t = torch.as_tensor(sizes, dtype=torch.float32)
+    h_ratios = torch.sqrt(torch.as_tensor(ratios, dtype=torch.float32))
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * sizes_t[None, :]).reshape(-1)
+    hs = (h_ratios[:, None] * sizes_t[None, :]).reshape(-1)
+    return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
 
 
 def grid_anchors(
@@ -120,16 +143,16 @@ class AnchorGenerator(nn.Module):
         scales: Sequence[float] = (8, 16, 32),
         base_size: int | None = None,
         cache_size: int = 16,
+        *,
+        base_anchors: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.stride = int(stride)
         self.ratios = tuple(float(r) for r in ratios)
         self.scales = tuple(float(s) for s in scales)
-        self.register_buffer(
-            "base_anchors",
-            generate_base_anchors(base_size or self.stride, self.ratios, self.scales),
-            persistent=False,
-        )
+        if base_anchors is None:  # the paper's code: scales x stride, +1 pixel convention
+            base_anchors = generate_base_anchors(base_size or self.stride, self.ratios, self.scales)
+        self.register_buffer("base_anchors", base_anchors.to(torch.float32), persistent=False)
         self._cache: dict[tuple, Tensor] = {}
         self._cache_size = cache_size
 
@@ -150,3 +173,46 @@ class AnchorGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, ratios={self.ratios}, scales={self.scales}"
+
+
+class MultiLevelAnchors(nn.Module):
+    """One `AnchorGenerator` per feature level (each with its stride and anchors, the same
+    number k per position, since one RPN head is shared by all levels: FPN, Sec. 4.1).
+
+    `forward(feature_sizes)` returns the anchors of every level concatenated in level order
+    (within a level, (y, x, a) order), and the number of anchors of each level. With one level
+    this is exactly that level's `AnchorGenerator`."""
+
+    def __init__(self, generators: Sequence[AnchorGenerator]) -> None:
+        super().__init__()
+        if not generators:
+            raise ValueError("MultiLevelAnchors needs at least one AnchorGenerator")
+        ks = {g.num_anchors for g in generators}
+        if len(ks) != 1:
+            raise ValueError(f"every level needs the same number of anchors per position (one shared head), got {sorted(ks)}")
+        self.levels = nn.ModuleList(generators)
+
+    @classmethod
+    def centred(cls, strides: Sequence[int], sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]]) -> MultiLevelAnchors:
+        """The feature-pyramid anchors: level l has stride strides[l], sizes[l] and ratios[l]
+        (`centred_base_anchors`), e.g. torchvision's R50-FPN: sizes ((32,), (64,), ...)."""
+        if not (len(strides) == len(sizes) == len(ratios)):
+            raise ValueError(f"one sizes and ratios entry per level: {len(strides)} strides, {len(sizes)} sizes, {len(ratios)} ratios")
+        return cls([AnchorGenerator(st, r, [s / st for s in sz], base_anchors=centred_base_anchors(sz, r))
+                    for st, sz, r in zip(strides, sizes, ratios)])
+
+    @property
+    def num_anchors(self) -> int:
+        """k, the anchors per position (every level's)."""
+        return self.levels[0].num_anchors
+
+    @property
+    def strides(self) -> list[int]:
+        return [g.stride for g in self.levels]
+
+    def forward(self, feature_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32) -> tuple[Tensor, list[int]]:
+        if len(feature_sizes) != len(self.levels):
+            raise ValueError(f"got {len(feature_sizes)} feature maps for {len(self.levels)} anchor levels")
+        per_level = [g(tuple(size), dtype) for g, size in zip(self.levels, feature_sizes)]
+        anchors = per_level[0] if len(per_level) == 1 else torch.cat(per_level)
+        return anchors, [a.shape[0] for a in per_level]

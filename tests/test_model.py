@@ -119,12 +119,12 @@ def test_torchvision_vgg16_state_dict_loads_with_no_missing_keys():
     report = load_imagenet_weights(model, sd)
     assert report["missing"] == []
     assert all(k.startswith("classifier.6") for k in report["unexpected"])
-    assert torch.equal(model.backbone.features[28].weight, sd["features.28.weight"])
+    assert torch.equal(model.backbone.body.features[28].weight, sd["features.28.weight"])
     assert torch.equal(model.roi_heads.box_head.classifier[0].weight, sd["classifier.0.weight"])
     assert torch.equal(model.roi_heads.box_head.classifier[3].bias, sd["classifier.3.bias"])
     # conv1 and conv2 are frozen as in the paper's code; conv3_1 trains
-    assert not model.backbone.features[0].weight.requires_grad and not model.backbone.features[7].weight.requires_grad
-    assert model.backbone.features[10].weight.requires_grad
+    assert not model.backbone.body.features[0].weight.requires_grad and not model.backbone.body.features[7].weight.requires_grad
+    assert model.backbone.body.features[10].weight.requires_grad
 
 
 def test_stages_for_alternating_training():

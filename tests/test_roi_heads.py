@@ -78,7 +78,7 @@ class FlatHead(nn.Module):
 
 
 def make_heads(num_classes: int = 3, **cfg) -> RoIHeads:
-    return RoIHeads(FlatHead(), FlatHead.out_features, num_classes, 2, 1 / 16, RoIHeadConfig(**cfg))
+    return RoIHeads.from_config(FlatHead(), FlatHead.out_features, num_classes, 2, 1 / 16, RoIHeadConfig(**cfg))
 
 
 def test_loss_hand_computed():

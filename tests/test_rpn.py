@@ -110,7 +110,7 @@ def test_sampling_counts(num_pos, num_neg, batch, frac, expected):
 
 def test_rpn_loss_hand_computed():
     cfg = RPNConfig(batch_size_per_image=256)  # lambda 10, Nreg = locations, beta 1/9
-    rpn = RegionProposalNetwork(8, 16, cfg, AnchorConfig(), channels=8)
+    rpn = RegionProposalNetwork.from_config(8, 16, cfg, AnchorConfig(), channels=8)
     n = ANCHORS.shape[0]
     logits = torch.zeros(1, n)  # p = 0.5 everywhere: each sampled anchor costs ln 2
     deltas = torch.zeros(1, n, 4)
@@ -128,13 +128,13 @@ def test_rpn_loss_hand_computed():
     expected = 10.0 * sum(per) / 6  # lambda * sum / Nreg
     torch.testing.assert_close(losses["rpn_reg"], torch.tensor(expected))
     # the 'sampled' normaliser divides by the 6 sampled anchors instead
-    rpn.cfg.reg_normalizer = "sampled"
+    rpn.reg_normalizer = "sampled"
     losses = rpn.loss(ANCHORS, logits, deltas, [IMAGE], [GT], num_locations=6)
     torch.testing.assert_close(losses["rpn_reg"], torch.tensor(10.0 * sum(per) / 6))
 
 
 def test_rpn_loss_background_only_image():
-    rpn = RegionProposalNetwork(8, 16, RPNConfig(), AnchorConfig(), channels=8)
+    rpn = RegionProposalNetwork.from_config(8, 16, RPNConfig(), AnchorConfig(), channels=8)
     losses = rpn.loss(ANCHORS, torch.zeros(1, 9), torch.zeros(1, 9, 4), [IMAGE], [torch.zeros(0, 4)], 6)
     torch.testing.assert_close(losses["rpn_cls"], torch.tensor(math.log(2)))
     assert losses["rpn_reg"].item() == 0.0
@@ -200,7 +200,7 @@ def test_proposal_layer_counts_and_order(training):
     logits = torch.randn(1, n, generator=g)
     deltas = torch.randn(1, n, 4, generator=g) * 0.2
     cfg = RPNConfig(pre_nms_top_n_test=150, post_nms_top_n_test=40, pre_nms_top_n_train=300, post_nms_top_n_train=80)
-    layer = ProposalLayer(cfg, BoxCoder()).train(training)
+    layer = ProposalLayer.from_config(cfg, BoxCoder()).train(training)
     props, scores = layer(anchors, logits, deltas, [(180, 200)], [0.75])
     pre_n, post_n = (300, 80) if training else (150, 40)
     assert props[0].shape[0] <= post_n
@@ -221,12 +221,12 @@ def test_proposal_layer_defaults_are_the_papers():
     assert (cfg.pre_nms_top_n_train, cfg.post_nms_top_n_train) == (12000, 2000)
     assert (cfg.pre_nms_top_n_test, cfg.post_nms_top_n_test) == (6000, 300)
     assert cfg.nms_thresh == 0.7 and cfg.min_box_size == 16
-    layer = ProposalLayer(cfg, BoxCoder())
+    layer = ProposalLayer.from_config(cfg, BoxCoder())
     assert layer.train().counts() == (12000, 2000) and layer.eval().counts() == (6000, 300)
 
 
 def test_proposals_carry_no_gradient():
-    rpn = RegionProposalNetwork(8, 16, RPNConfig(), AnchorConfig(), channels=8)
+    rpn = RegionProposalNetwork.from_config(8, 16, RPNConfig(), AnchorConfig(), channels=8)
     feats = torch.randn(1, 8, 25, 25, requires_grad=True)
     out = rpn(feats, [(400, 400)], [1.0], [torch.tensor([[100.0, 120, 260, 250]])])
     assert not out.proposals[0].requires_grad  # approximate joint training

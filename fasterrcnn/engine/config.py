@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fasterrcnn._optional import install_hint, optional_import
+from fasterrcnn.coerce import coerce, field_hints
 from fasterrcnn.errors import ConfigError
 
 __all__ = ["TrainConfig", "load_config_file"]
@@ -27,7 +28,7 @@ __all__ = ["TrainConfig", "load_config_file"]
 class TrainConfig:
     # ---- data
     data: str = ""  # VOC root, or a COCO annotation JSON (images next to it or in --image-dir)
-    format: str = "auto"  # auto | voc | coco
+    format: str = "auto"  # auto, or a format of fasterrcnn.data.formats (voc, coco, yolo, labelme, ...)
     image_dir: str | None = None  # COCO only: the images folder
     train_split: str = "train"
     val_split: str | None = "test"  # evaluated at the end of training; None to skip
@@ -82,9 +83,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the field when a value cannot work."""
+        from fasterrcnn.data import formats
+
         checks = [
-            (bool(self.data), "data: the data set to train on (a VOC folder or a COCO JSON)"),
-            (self.format in ("auto", "voc", "coco"), "format: auto, voc or coco"),
+            (bool(self.data), "data: the data set to train on (a VOC folder, a COCO JSON, a YOLO or LabelMe folder...)"),
+            (self.format in formats.choices(), f"format: one of {', '.join(formats.choices())}"),
             (self.schedule in ("joint", "alternating"), "schedule: joint or alternating"),
             (self.epochs >= 1, "epochs >= 1"),
             (self.stage_epochs is None or (len(self.stage_epochs) == 4 and all(e >= 1 for e in self.stage_epochs)),
@@ -141,28 +144,7 @@ class TrainConfig:
             k = key.replace("-", "_")
             if k not in names:
                 raise ConfigError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(sorted(names))}")
-            current = getattr(self, k)
-            if k == "min_size" and isinstance(value, (list, tuple)):
-                if not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-                    raise ConfigError(f"{where}: {key} must be an integer or a list of integers, got {value!r}")
-                value, current = list(value), None
-            elif current is None and value is not None:  # a field that defaults to None: check its declared type
-                base = str(names[k].type).split("|")[0].strip()
-                current = [] if base.startswith("list") else {"int": 0, "float": 0.0, "str": ""}.get(base)
-            if value is not None and current is not None:
-                if isinstance(current, bool) and not isinstance(value, bool):
-                    raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
-                if isinstance(current, (int, float)) and not isinstance(current, bool):
-                    if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
-                    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
-                        if not value.is_integer():
-                            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
-                        value = int(value)
-                if isinstance(current, str) and not isinstance(value, str):
-                    raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
-                if isinstance(current, (list, dict)) and not isinstance(value, type(current)):
-                    raise ConfigError(f"{where}: {key} must be a {type(current).__name__}, got {value!r}")
+            value = coerce(value, field_hints(TrainConfig)[k], f"{where}: {key}")
             setattr(self, k, value)
         return self
 

@@ -197,14 +197,15 @@ class Trainer:
         """Where a detector stage's proposals come from (the training-time counts: 2,000)."""
         if spec.proposals_from is None:
             return None
-        rpn_cfg = model.config.rpn
         if spec.proposals_from == "self":
             source = model
         else:
             source, _ = load_checkpoint(spec.proposals_from, map_location=self.device)
             source.set_stage("rpn")
-            source.config.rpn.pre_nms_top_n_test = rpn_cfg.pre_nms_top_n_train
-            source.config.rpn.post_nms_top_n_test = rpn_cfg.post_nms_top_n_train
+            # the source's own proposal layer (nothing shared): the training-time counts in eval mode
+            layer, ours = source.rpn.proposal_layer, model.rpn.proposal_layer
+            layer.pre_nms_top_n["testing"] = ours.pre_nms_top_n["training"]
+            layer.post_nms_top_n["testing"] = ours.post_nms_top_n["training"]
             source.eval()
             source.transform.train()  # the training images' scale(s), not the test size
 

@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 FORMAT = "fasterrcnn.checkpoint"
-VERSION = 1
+# 2: the backbone is body (+ neck) with named feature levels: its weights moved from
+# `backbone.*` to `backbone.body.*`. Version-1 files are converted when read.
+VERSION = 2
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -58,6 +60,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     ckpt = {"format": FORMAT, "version": VERSION, "fasterrcnn_version": __version__, "config": config.to_dict(), "model": state}
     ckpt.update(extra)
     return atomic_torch_save(ckpt, path)
+
+
+def upgrade_v1(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Convert a version-1 checkpoint (one feature map, the trunk's weights at `backbone.*`)
+    to version 2 (`backbone.body.*`), in place; the weight average of a resumable `last.pt`
+    too. Everything else is unchanged."""
+
+    def rename(state: dict[str, Any]) -> dict[str, Any]:
+        return {("backbone.body." + k[len("backbone."):] if k.startswith("backbone.") else k): v for k, v in state.items()}
+
+    ckpt["model"] = rename(ckpt["model"])
+    ema = ckpt.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("module"), dict):
+        ema["module"] = rename(ema["module"])
+    ckpt["version"] = 2
+    return ckpt
 
 
 def nonfinite_entries(state: dict[str, Any]) -> list[str]:
@@ -100,6 +118,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise CheckpointError(f"{path} has no '{key}' entry")
     if not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict")
+    if ckpt.get("version", 1) < 2:
+        upgrade_v1(ckpt)
     bad = nonfinite_entries(ckpt["model"])
     if bad:
         raise CheckpointError(
@@ -119,7 +139,7 @@ def load_checkpoint(
     checkpoint dict for its extra entries).
     """
     from fasterrcnn.modeling.config import apply_overrides
-    from fasterrcnn.modeling.faster_rcnn import FasterRCNN
+    from fasterrcnn.modeling.faster_rcnn import build_from_config
 
     ckpt = read_checkpoint(path, map_location)
     try:
@@ -127,7 +147,7 @@ def load_checkpoint(
         apply_overrides(config, overrides)
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    model = FasterRCNN(config)
+    model = build_from_config(config)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -155,4 +175,4 @@ def load_imagenet_weights(model: nn.Module, source: str | os.PathLike | dict[str
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise CheckpointError(f"{p} does not hold a state dict (got {type(state).__name__})")
-    return load_pretrained(model.config.backbone, model.backbone, model.roi_heads.box_head, state)
+    return load_pretrained(model.config.backbone, model.backbone.body, model.roi_heads.box_head, state)

@@ -12,10 +12,10 @@ so a checkpoint can store the config and be loaded with `torch.load(weights_only
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fasterrcnn.coerce import coerce, field_hints
 from fasterrcnn.errors import ConfigError
 
 __all__ = [
@@ -36,6 +36,9 @@ class AnchorConfig:
 
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # h / w
     scales: tuple[float, ...] = (8.0, 16.0, 32.0)  # x stride 16 -> 128, 256, 512 px sides
+    # feature pyramids (FPN, Sec. 4.1): absolute anchor sizes per level, centred anchors
+    # (torchvision's convention); None: the paper's `scales` x stride on every level
+    sizes: tuple[tuple[float, ...], ...] | None = None
 
 
 @dataclass
@@ -62,6 +65,10 @@ class RPNConfig:
     post_nms_top_n_test: int = 300
     nms_thresh: float = 0.7
     min_box_size: float = 16.0  # (code) px in the input image (x the resize scale at network input)
+    scale_min_box_size: bool = True  # (code) min_box_size in input-image px; False: network px (torchvision)
+    filter_before_topk: bool = True  # (code) small boxes dropped before the top-N; False: after (torchvision)
+    proposal_score_thresh: float = 0.0  # proposals below this probability dropped (torchvision: 0)
+    head_convs: int = 1  # 3x3 conv layers of the head (paper: 1; torchvision v2: 2)
     init_std: float = 0.01  # N(0, 0.01) for the new layers (Sec. 3.1.3)
 
 
@@ -192,44 +199,6 @@ class ModelConfig:
 _SECTIONS = ("anchors", "rpn", "roi_heads", "transform")
 
 
-def _coerce(value: Any, name: str, annotation: str) -> Any:
-    """Convert `value` to the field's declared type (sequences -> tuple or list, ints ->
-    floats) and reject values of the wrong kind with a ConfigError naming the field."""
-    if value is None:
-        if "None" in annotation:
-            return None
-        raise ConfigError(f"{name} cannot be null")
-    base = annotation.split(" | ")[0].strip()
-    if base.startswith(("tuple", "list")):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
-        return tuple(value) if base.startswith("tuple") else list(value)
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-        return value
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if base == "int":
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return value
-    if base.startswith("Literal["):
-        choices = re.findall(r"['\"]([^'\"]*)['\"]", base)
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-    if base.startswith("dict") and not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a mapping, got {value!r}")
-    if base == "str" and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value
-
-
 def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], where: str = "override") -> ModelConfig:
     """Set fields of `cfg` in place from a (possibly nested) dict.
 
@@ -277,7 +246,7 @@ def _set(cfg: ModelConfig, key: str, value: Any, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if name not in fields:
         raise ConfigError(f"unknown {where} {key!r}; valid names: {', '.join(sorted(_all_names()))}")
-    setattr(obj, name, _coerce(value, key, str(fields[name].type)))
+    setattr(obj, name, coerce(value, field_hints(type(obj))[name], key))
 
 
 def _all_names() -> list[str]:

@@ -30,59 +30,45 @@ from torch import Tensor, nn
 
 from fasterrcnn.errors import ConfigError
 from fasterrcnn.modeling.backbones import build_backbone
+from fasterrcnn.modeling.backbones.base import Backbone, FeatureLevel
 from fasterrcnn.modeling.clock import StageClock, no_clock
 from fasterrcnn.modeling.config import ModelConfig, preset_config
+from fasterrcnn.modeling.poolers import MultiScaleRoIPooler
 from fasterrcnn.modeling.roi_heads import RoIHeads
 from fasterrcnn.modeling.rpn import RegionProposalNetwork
 from fasterrcnn.modeling.transform import DetectionTransform, ImageBatch, check_images
 from fasterrcnn.ops import clip_boxes_to_image
 
-__all__ = ["FasterRCNN", "Stage", "build_model"]
+__all__ = ["FasterRCNN", "Stage", "build_from_config", "build_model"]
 
 Stage = Literal["joint", "rpn", "detector"]
 STAGES: tuple[str, ...] = ("joint", "rpn", "detector")
 
 
 class FasterRCNN(nn.Module):
-    """Faster R-CNN built from a `ModelConfig` (see `build_model` for presets)."""
+    """Faster R-CNN assembled from its parts (torchvision's and detectron2's composition):
+    `transform` (a `DetectionTransform`), `backbone` (a `Backbone`: body + optional neck,
+    returning named feature levels), `rpn` (a `RegionProposalNetwork`) and `roi_heads`
+    (`RoIHeads`). `build_model` makes them from a preset and overrides; `config`, when given,
+    is the record of how they were made (saved in checkpoints), never read to run the model."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self,
+        transform: DetectionTransform,
+        backbone: Backbone,
+        rpn: RegionProposalNetwork,
+        roi_heads: RoIHeads,
+        *,
+        config: ModelConfig | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
-        config.validate()
+        self.transform = transform
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
         self.config = config
-        try:
-            trunk, box_head, info = build_backbone(config.backbone, frozen_stages=config.frozen_stages, **config.backbone_options)
-        except ValueError as exc:
-            raise ConfigError(f"backbone {config.backbone!r}: {exc}") from exc
-        self.backbone_info = info
-        t = config.transform
-        self.transform = DetectionTransform(
-            t.min_size,
-            t.max_size,
-            t.pixel_mean or info.pixel_mean,
-            t.pixel_std or info.pixel_std,
-            t.size_divisible,
-            train_min_sizes=t.train_min_size,
-            train_max_size=t.train_max_size,
-        )
-        self.backbone = trunk
-        self.rpn = RegionProposalNetwork(
-            info.out_channels,
-            info.stride,
-            config.rpn,
-            config.anchors,
-            config.rpn.channels or info.rpn_channels,
-            legacy_plus_one=config.legacy_plus_one,
-        )
-        self.roi_heads = RoIHeads(
-            box_head,
-            info.head_features,
-            config.num_classes,
-            config.roi_heads.output_size or info.roi_output_size,
-            1.0 / info.stride,
-            config.roi_heads,
-            legacy_plus_one=config.legacy_plus_one,
-        )
+        self._class_names = list(class_names) if class_names is not None else (config.class_names if config else None)
         self.stage: Stage = "joint"
         self.clock: StageClock = no_clock  # per-stage timing hook (fasterrcnn bench model)
         # which backbone parameters train by default (its own frozen stages excluded)
@@ -93,11 +79,11 @@ class FasterRCNN(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.config.num_classes
+        return self.roi_heads.num_classes
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.config.class_names
+        return self._class_names
 
     def set_stage(self, stage: Stage) -> FasterRCNN:
         """"joint" (default), "rpn" (RPN losses only) or "detector" (Fast R-CNN on given proposals)."""
@@ -204,7 +190,7 @@ class FasterRCNN(nn.Module):
         if self.stage == "rpn":
             detections = [self._empty_detections(device) for _ in images]
         else:
-            top_m = self.config.rpn.post_nms_top_n_test if proposals is None else None
+            top_m = self.rpn.proposal_layer.post_nms_top_n["testing"] if proposals is None else None
             detections, _ = self.roi_heads(features, [p[:top_m] for p in props], batch.image_sizes, clock=clock)
         with clock("postprocess"):
             return self._to_input_coordinates(detections, props, prop_scores, batch, original_sizes, return_proposals)
@@ -315,4 +301,37 @@ def build_model(preset: str = "vgg16", num_classes: int = 20, **overrides: Any) 
     ResNet backbone name), `num_classes` object classes, and any config field overridden by
     name, e.g. `build_model("vgg16", 20, min_size=800, rpn={"nms_thresh": 0.6})` or
     `build_model("small", 5, **{"roi_heads.pooler": "roi_align"})`."""
-    return FasterRCNN(preset_config(preset, num_classes, **overrides))
+    return build_from_config(preset_config(preset, num_classes, **overrides))
+
+
+def build_from_config(config: ModelConfig) -> FasterRCNN:
+    """The only place where a `ModelConfig` becomes modules: the backbone (and its box head)
+    from the backbone registry, then the transform, RPN and RoI heads, passed to `FasterRCNN`."""
+    config.validate()
+    try:
+        body, box_head, info = build_backbone(config.backbone, frozen_stages=config.frozen_stages, **config.backbone_options)
+    except ValueError as exc:
+        raise ConfigError(f"backbone {config.backbone!r}: {exc}") from exc
+    backbone = body if isinstance(body, Backbone) else Backbone(body, [FeatureLevel("0", info.stride, info.out_channels)])
+    t = config.transform
+    transform = DetectionTransform(
+        t.min_size, t.max_size, t.pixel_mean or info.pixel_mean, t.pixel_std or info.pixel_std, t.size_divisible,
+        train_min_sizes=t.train_min_size, train_max_size=t.train_max_size,
+    )
+    rpn_levels = [lv for lv in backbone.levels if lv.name not in info.rpn_skip_levels]
+    rpn = RegionProposalNetwork.from_config(
+        backbone.out_channels, [lv.stride for lv in rpn_levels], config.rpn, config.anchors,
+        config.rpn.channels or info.rpn_channels, legacy_plus_one=config.legacy_plus_one,
+    )
+    output_size = config.roi_heads.output_size or info.roi_output_size
+    pooler = None
+    if len(backbone.levels) > 1:
+        names = [lv.name for lv in backbone.levels if lv.name not in info.pool_skip_levels]
+        pooler = MultiScaleRoIPooler(names, output_size, config.roi_heads.sampling_ratio, config.roi_heads.aligned)
+    roi_heads = RoIHeads.from_config(
+        box_head, info.head_features, config.num_classes, output_size, 1.0 / info.stride, config.roi_heads,
+        legacy_plus_one=config.legacy_plus_one, pooler=pooler,
+    )
+    model = FasterRCNN(transform, backbone, rpn, roi_heads, config=config)
+    model.backbone_info = info
+    return model

@@ -18,19 +18,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fasterrcnn.modeling.clock import StageClock, no_clock
-from fasterrcnn.modeling.config import RoIHeadConfig
 from fasterrcnn.modeling.losses import smooth_l1
 from fasterrcnn.modeling.matcher import match_boxes, sample_balanced
-from fasterrcnn.ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image, roi_align, roi_pool
+from fasterrcnn.modeling.poolers import RoIPooler
+from fasterrcnn.ops import BoxCoder, batched_nms, box_iou, clip_boxes_to_image
 
-__all__ = ["FastRCNNPredictor", "RoIHeads", "RoISample", "box_vote", "sample_proposal_targets", "select_detections"]
+__all__ = [
+    "FastRCNNPredictor",
+    "RoIHeads",
+    "RoISample",
+    "RoISampling",
+    "box_vote",
+    "sample_proposal_targets",
+    "select_detections",
+]
 
 
 @dataclass
@@ -43,14 +53,34 @@ class RoISample:
     num_fg: int
 
 
+@dataclass(frozen=True)
+class RoISampling:
+    """The Fast R-CNN training rule for RoIs (the code's proposal_target_layer): ground truth
+    appended to the proposals, foreground IoU >= 0.5, background IoU in [0.1, 0.5), 128 RoIs
+    per image with at most 25% foreground. Frozen: a model's rule never changes under it."""
+
+    batch_size_per_image: int = 128
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh_hi: float = 0.5
+    bg_iou_thresh_lo: float = 0.1
+    add_gt_as_proposals: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RoISampling:
+        return cls(cfg.batch_size_per_image, cfg.positive_fraction, cfg.fg_iou_thresh, cfg.bg_iou_thresh_hi,
+                   cfg.bg_iou_thresh_lo, cfg.add_gt_as_proposals)
+
+
 def sample_proposal_targets(
     proposals: Tensor,
     gt_boxes: Tensor,
     gt_labels: Tensor,
-    cfg: RoIHeadConfig,
+    cfg: RoISampling | Any,
     box_coder: BoxCoder,
 ) -> RoISample:
-    """The code's proposal_target_layer for one image (see the module docstring)."""
+    """The code's proposal_target_layer for one image (see the module docstring); `cfg` is a
+    `RoISampling` (or any object with its fields, e.g. a `RoIHeadConfig`)."""
     if cfg.add_gt_as_proposals and gt_boxes.numel():
         proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)])
     iou = box_iou(gt_boxes, proposals, legacy_plus_one=box_coder.legacy_plus_one)
@@ -90,53 +120,85 @@ class FastRCNNPredictor(nn.Module):
 
 
 class RoIHeads(nn.Module):
-    """RoI pooling + box head + predictor, with training targets, loss and post-processing."""
+    """RoI pooling + box head + predictor, with training targets, loss and post-processing.
+
+    Assembled from its parts: the `pooler` (`RoIPooler` for one map, `MultiScaleRoIPooler` for
+    a pyramid), the `box_head` (features -> Tensor[R, D]), the `predictor` (`FastRCNNPredictor`)
+    and the `box_coder`; the sampling rule, loss beta and post-processing settings are values."""
 
     def __init__(
         self,
+        pooler: nn.Module,
+        box_head: nn.Module,
+        predictor: FastRCNNPredictor,
+        box_coder: BoxCoder,
+        *,
+        sampling: RoISampling = RoISampling(),
+        smooth_l1_beta: float = 1.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_img: int = 100,
+        box_vote_thresh: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.pooler = pooler
+        self.box_head = box_head
+        self.predictor = predictor
+        self.box_coder = box_coder
+        self.num_classes = predictor.cls_score.out_features - 1
+        self.sampling = sampling
+        self.smooth_l1_beta = smooth_l1_beta
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img, self.box_vote_thresh = detections_per_img, box_vote_thresh
+
+    @classmethod
+    def from_config(
+        cls,
         box_head: nn.Module,
         head_features: int,
         num_classes: int,
         output_size: int,
         spatial_scale: float,
-        cfg: RoIHeadConfig,
+        cfg: Any,
         legacy_plus_one: bool = False,
-    ) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.output_size = output_size
-        self.spatial_scale = spatial_scale
-        self.box_head = box_head
-        self.predictor = FastRCNNPredictor(head_features, num_classes, cfg.cls_init_std, cfg.bbox_init_std)
-        self.box_coder = BoxCoder(cfg.bbox_reg_weights, legacy_plus_one=legacy_plus_one)
+        pooler: nn.Module | None = None,
+    ) -> RoIHeads:
+        """The parts from a `RoIHeadConfig` (values copied): a single-map pooler at
+        `spatial_scale` unless `pooler` is given."""
+        if pooler is None:
+            pooler = RoIPooler(cfg.pooler, output_size, spatial_scale, cfg.sampling_ratio, cfg.aligned)
+        predictor = FastRCNNPredictor(head_features, num_classes, cfg.cls_init_std, cfg.bbox_init_std)
+        return cls(pooler, box_head, predictor, BoxCoder(cfg.bbox_reg_weights, legacy_plus_one=legacy_plus_one),
+                   sampling=RoISampling.from_config(cfg), smooth_l1_beta=cfg.smooth_l1_beta,
+                   score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img,
+                   box_vote_thresh=cfg.box_vote_thresh)
 
-    def pool(self, features: Tensor, rois: list[Tensor]) -> Tensor:
+    @property
+    def output_size(self) -> int:
+        return self.pooler.output_size
+
+    def pool(self, features: Mapping[str, Tensor] | Tensor, rois: list[Tensor],
+             image_sizes: Sequence[tuple[int, int]] | None = None) -> Tensor:
         """RoI pooling (or RoIAlign) of each image's RoIs: Tensor[sum R_i, C, p, p]."""
-        # Coordinates stay float32 even when the features are bf16: bf16 keeps 8 bits of
-        # mantissa, i.e. steps of 2-4 px at 256-1000 px, enough to move a quantised bin by a cell.
-        boxes = [r.float() if r.dtype in (torch.float16, torch.bfloat16) else r for r in rois]
-        if self.cfg.pooler == "roi_align":
-            return roi_align(
-                features, boxes, self.output_size, self.spatial_scale, self.cfg.sampling_ratio, self.cfg.aligned
-            )
-        return roi_pool(features, boxes, self.output_size, self.spatial_scale)
+        return self.pooler(features, rois, image_sizes)
 
-    def predict(self, features: Tensor, rois: list[Tensor], clock: StageClock = no_clock) -> tuple[Tensor, Tensor]:
+    def predict(self, features: Mapping[str, Tensor] | Tensor, rois: list[Tensor], clock: StageClock = no_clock,
+                image_sizes: Sequence[tuple[int, int]] | None = None) -> tuple[Tensor, Tensor]:
         """Class logits [R, K+1] and class-specific deltas [R, 4(K+1)], in float32."""
         pool_input = getattr(self.box_head, "pool_input", None)
         if pool_input is not None:  # a head that transforms the whole map first (small's option)
             with clock("det_head"):
-                features = pool_input(features)
+                features = ({k: pool_input(v) for k, v in features.items()} if isinstance(features, Mapping)
+                            else pool_input(features))
         with clock("roi_pool"):
-            pooled = self.pool(features, rois)
+            pooled = self.pool(features, rois, image_sizes)
         with clock("det_head"):
             cls_logits, deltas = self.predictor(self.box_head(pooled).flatten(1))
             return cls_logits.float(), deltas.float()
 
     def forward(
         self,
-        features: Tensor,
+        features: Mapping[str, Tensor] | Tensor,
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
@@ -147,13 +209,13 @@ class RoIHeads(nn.Module):
         if targets is not None:
             with clock("roi_targets"):
                 samples = [
-                    sample_proposal_targets(p, t["boxes"], t["labels"], self.cfg, self.box_coder)
+                    sample_proposal_targets(p, t["boxes"], t["labels"], self.sampling, self.box_coder)
                     for p, t in zip(proposals, targets)
                 ]
-            cls_logits, deltas = self.predict(features, [s.rois for s in samples], clock)
+            cls_logits, deltas = self.predict(features, [s.rois for s in samples], clock, image_sizes)
             with clock("det_loss"):
                 return [], self.loss(cls_logits, deltas, samples)
-        cls_logits, deltas = self.predict(features, proposals, clock)
+        cls_logits, deltas = self.predict(features, proposals, clock, image_sizes)
         with clock("postprocess"):
             return self.postprocess(cls_logits, deltas, proposals, image_sizes), {}
 
@@ -166,7 +228,7 @@ class RoIHeads(nn.Module):
         det_cls = F.cross_entropy(cls_logits, labels, reduction="sum") / num
         fg = torch.where(labels > 0)[0]
         pred = deltas.view(-1, self.num_classes + 1, 4)[fg, labels[fg]]
-        det_reg = smooth_l1(pred, reg_targets[fg], self.cfg.smooth_l1_beta).sum() / num
+        det_reg = smooth_l1(pred, reg_targets[fg], self.smooth_l1_beta).sum() / num
         return {"det_cls": det_cls, "det_reg": det_reg}
 
     @torch.no_grad()
@@ -178,7 +240,6 @@ class RoIHeads(nn.Module):
         image_sizes: list[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
         """Softmax, per-class decode, clip, score threshold, per-class NMS, top detections."""
-        cfg = self.cfg
         legacy = self.box_coder.legacy_plus_one
         probs = F.softmax(cls_logits, dim=-1)
         counts = [p.shape[0] for p in proposals]
@@ -191,10 +252,10 @@ class RoIHeads(nn.Module):
             # drop the background column, flatten (RoI, class) pairs
             boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
             one = 1.0 if legacy else 0.0
-            keep = (scores > cfg.score_thresh) & (boxes[:, 2] - boxes[:, 0] + one > 1e-2) & (boxes[:, 3] - boxes[:, 1] + one > 1e-2)
+            keep = (scores > self.score_thresh) & (boxes[:, 2] - boxes[:, 0] + one > 1e-2) & (boxes[:, 3] - boxes[:, 1] + one > 1e-2)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            results.append(select_detections(boxes, scores, labels, cfg.nms_thresh, cfg.detections_per_img,
-                                             cfg.box_vote_thresh, legacy))
+            results.append(select_detections(boxes, scores, labels, self.nms_thresh, self.detections_per_img,
+                                             self.box_vote_thresh, legacy))
         return results
 
 

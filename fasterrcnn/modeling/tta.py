@@ -63,8 +63,8 @@ class FlipTTA(nn.Module):
         images = check_images(images)
         plain = self.model(images, **kwargs)
         mirrored = self.model([img.flip(-1) for img in images])
-        h = self.model.config.roi_heads
-        legacy = self.model.config.legacy_plus_one
+        h = self.model.roi_heads
+        legacy = h.box_coder.legacy_plus_one
         results = []
         for img, a, b in zip(images, plain, mirrored):
             b = {**b, "boxes": hflip_boxes(b["boxes"].float(), img.shape[-1], legacy_plus_one=legacy)}

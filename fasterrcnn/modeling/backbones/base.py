@@ -13,7 +13,8 @@ A backbone is a pair of modules (see `fasterrcnn.modeling.backbones`):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,51 @@ class BackboneInfo:
     head_features: int  # D, the box head's output width
     pixel_mean: tuple[float, float, float]
     pixel_std: tuple[float, float, float]
+    rpn_skip_levels: tuple[str, ...] = ()  # levels the RPN does not use (none here)
+    pool_skip_levels: tuple[str, ...] = ()  # levels RoIs are not pooled from (an FPN's extra "pool" level)
+
+
+@dataclass(frozen=True)
+class FeatureLevel:
+    """One feature map a backbone returns: its name, stride (input pixels per cell) and channels."""
+
+    name: str
+    stride: int
+    channels: int
+
+
+class Backbone(nn.Module):
+    """The shared convolutional layers as the detector sees them: `body` (a trunk returning one
+    map, or an ordered dict of maps) and an optional `neck` (e.g. an FPN) over the body's maps.
+
+    `forward` returns an ordered dict of named feature levels, in increasing stride, each
+    declared in `levels` (name, stride, channels): the paper's single stride-16 map is the
+    one-level case, named "0"."""
+
+    def __init__(self, body: nn.Module, levels: Sequence[FeatureLevel], neck: nn.Module | None = None) -> None:
+        super().__init__()
+        if not levels:
+            raise ValueError("a backbone declares at least one feature level")
+        self.body = body
+        self.neck = neck
+        self.levels: tuple[FeatureLevel, ...] = tuple(levels)
+
+    @property
+    def out_channels(self) -> int:
+        """The channels of every level (one RPN head and one pooler serve them all)."""
+        return self.levels[0].channels
+
+    @property
+    def strides(self) -> list[int]:
+        return [lv.stride for lv in self.levels]
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        out = self.body(x)
+        if self.neck is not None:
+            out = self.neck(out)
+        if isinstance(out, Tensor):
+            return OrderedDict([(self.levels[0].name, out)])
+        return OrderedDict(out)
 
 
 class FrozenBatchNorm2d(nn.Module):
