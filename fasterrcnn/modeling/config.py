@@ -20,6 +20,7 @@ from fasterrcnn.errors import ConfigError
 
 __all__ = [
     "PRESETS",
+    "register_preset",
     "AnchorConfig",
     "ModelConfig",
     "RPNConfig",
@@ -118,6 +119,7 @@ class TransformConfig:
     pixel_mean: tuple[float, float, float] | None = None  # in [0, 1] units; None = backbone's
     pixel_std: tuple[float, float, float] | None = None
     size_divisible: int = 16  # batches are padded to a multiple of the stride
+    resize_mode: Literal["paper", "torchvision"] = "paper"  # torchvision: floored sizes, no antialiasing
 
 
 @dataclass
@@ -125,6 +127,7 @@ class ModelConfig:
     """The whole detector. `num_classes` is K, the number of object classes (no background)."""
 
     backbone: str = "vgg16"
+    preset: str | None = None  # the preset it was made from (None: older checkpoints)
     num_classes: int = 20
     class_names: list[str] | None = None
     frozen_stages: int | None = None  # None = the backbone's default (VGG-16: conv1, conv2)
@@ -257,19 +260,55 @@ def _all_names() -> list[str]:
     return names
 
 
-# The three presets of issue 3. vgg16 and zf are the paper's two models with every paper default;
-# `small` is our compact CPU backbone (trained from scratch) with the same method and defaults.
-PRESETS: tuple[str, ...] = ("vgg16", "zf", "small")
+# Presets: a backbone from the backbone registry and the config values that differ from the
+# paper's defaults. vgg16 and zf are the paper's two models with every paper default; `small`
+# is a compact CPU backbone (trained from scratch) with the same method; resnet* are the C4
+# layout; the *_fpn presets are torchvision's COCO detection models, whose values are
+# torchvision's (its FasterRCNN defaults and model builders).
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def register_preset(name: str, backbone: str, **overrides: Any) -> None:
+    """Add a preset: `backbone` (a registered backbone) with config `overrides`
+    (see docs/ARCHITECTURE.md, "Adding a backbone")."""
+    if name in _PRESETS:
+        raise ValueError(f"preset {name!r} is registered already")
+    _PRESETS[name] = (backbone, overrides)
+
+
+_TORCHVISION = {
+    "transform": {"min_size": 800, "max_size": 1333, "size_divisible": 32, "resize_mode": "torchvision"},
+    "anchors": {"sizes": [[32], [64], [128], [256], [512]]},
+    "rpn": {"objectness": "sigmoid", "pre_nms_top_n_train": 2000, "post_nms_top_n_train": 2000,
+            "pre_nms_top_n_test": 1000, "post_nms_top_n_test": 1000, "min_box_size": 1e-3,
+            "scale_min_box_size": False, "filter_before_topk": False, "allowed_border": -1.0,
+            "loss_lambda": 1.0, "reg_normalizer": "sampled"},
+    "roi_heads": {"pooler": "roi_align", "sampling_ratio": 2, "aligned": False, "batch_size_per_image": 512,
+                  "bg_iou_thresh_lo": 0.0, "nms_thresh": 0.5, "smooth_l1_beta": 1.0 / 9.0},
+}
+_MOBILE = {"anchors": {"sizes": [[32, 64, 128, 256, 512]] * 3}, "rpn": {"proposal_score_thresh": 0.05}}
+
+for _p in ("vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101"):
+    register_preset(_p, _p)
+register_preset("resnet50_fpn", "resnet50_fpn", **_TORCHVISION)
+register_preset("resnet50_fpn_v2", "resnet50_fpn_v2", **{**_TORCHVISION, "rpn": {**_TORCHVISION["rpn"], "head_convs": 2}})
+register_preset("mobilenet_v3_large_fpn", "mobilenet_v3_large_fpn",
+                **{**_TORCHVISION, "anchors": _MOBILE["anchors"], "rpn": {**_TORCHVISION["rpn"], **_MOBILE["rpn"]}})
+register_preset("mobilenet_v3_large_320_fpn", "mobilenet_v3_large_fpn",
+                **{**_TORCHVISION, "anchors": _MOBILE["anchors"],
+                   "transform": {**_TORCHVISION["transform"], "min_size": 320, "max_size": 640},
+                   "rpn": {**_TORCHVISION["rpn"], **_MOBILE["rpn"], "pre_nms_top_n_test": 150, "post_nms_top_n_test": 150}})
+
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def preset_config(preset: str, num_classes: int, **overrides: Any) -> ModelConfig:
     """The config of a preset with `num_classes` object classes and `overrides` applied."""
-    if preset not in PRESETS:
-        from fasterrcnn.modeling.backbones import BACKBONES
-
-        if preset not in BACKBONES:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS + tuple(b for b in BACKBONES if b not in PRESETS))}")
-    cfg = ModelConfig(backbone=preset, num_classes=num_classes)
+    if preset not in _PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    backbone, defaults = _PRESETS[preset]
+    cfg = ModelConfig(backbone=backbone, num_classes=num_classes, preset=preset)
+    apply_overrides(cfg, defaults, where="preset")
     apply_overrides(cfg, overrides)
     cfg.validate()
     return cfg

@@ -316,7 +316,7 @@ def build_from_config(config: ModelConfig) -> FasterRCNN:
     t = config.transform
     transform = DetectionTransform(
         t.min_size, t.max_size, t.pixel_mean or info.pixel_mean, t.pixel_std or info.pixel_std, t.size_divisible,
-        train_min_sizes=t.train_min_size, train_max_size=t.train_max_size,
+        train_min_sizes=t.train_min_size, train_max_size=t.train_max_size, resize_mode=t.resize_mode,
     )
     rpn_levels = [lv for lv in backbone.levels if lv.name not in info.rpn_skip_levels]
     rpn = RegionProposalNetwork.from_config(

@@ -31,10 +31,14 @@ def resize_scale(height: int, width: int, min_size: int = 600, max_size: int = 1
     return min(min_size / short, max_size / long)
 
 
-def resized_size(height: int, width: int, min_size: int = 600, max_size: int = 1000) -> tuple[int, int]:
-    """(height, width) after the paper's rescaling, rounded to whole pixels (at least 1)."""
+def resized_size(
+    height: int, width: int, min_size: int = 600, max_size: int = 1000, rounding: str = "round"
+) -> tuple[int, int]:
+    """(height, width) after the paper's rescaling, rounded to whole pixels (at least 1);
+    `rounding="floor"` is torchvision's (its interpolation by a scale factor floors)."""
     s = resize_scale(height, width, min_size, max_size)
-    return max(1, round(height * s)), max(1, round(width * s))
+    r = math.floor if rounding == "floor" else round
+    return max(1, r(height * s)), max(1, r(width * s))
 
 
 
@@ -93,6 +97,9 @@ def check_pixel_range(images: Sequence[Tensor]) -> None:
             )
 
 
+RESIZE_MODES = ("paper", "torchvision")
+
+
 class DetectionTransform(nn.Module):
     """Resize (short side `min_size`, long side <= `max_size`), normalise, pad to a batch, and
     map predictions back to the input images' coordinates (torchvision's
@@ -112,8 +119,14 @@ class DetectionTransform(nn.Module):
         size_divisible: int = 16,
         train_min_sizes: tuple[int, ...] | None = None,
         train_max_size: int | None = None,
+        resize_mode: str = "paper",
     ) -> None:
         super().__init__()
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        # "paper": sizes rounded, antialiased bilinear; "torchvision": floored sizes, plain bilinear
+        # (GeneralizedRCNNTransform), so that torchvision's weights see the images they were trained on
+        self.resize_mode = resize_mode
         self.min_size = min_size
         self.max_size = max_size
         self.train_min_sizes = tuple(train_min_sizes) if train_min_sizes else None
@@ -124,9 +137,10 @@ class DetectionTransform(nn.Module):
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) an image of this size is brought to in the current mode."""
+        rounding = "floor" if self.resize_mode == "torchvision" else "round"
         if not (self.training and self.train_min_sizes):
-            return resized_size(height, width, self.min_size, self.max_size)
-        sizes = [resized_size(height, width, s, self.train_max_size) for s in self.train_min_sizes]
+            return resized_size(height, width, self.min_size, self.max_size, rounding)
+        sizes = [resized_size(height, width, s, self.train_max_size, rounding) for s in self.train_min_sizes]
         if (height, width) in sizes:
             return height, width
         return sizes[int(torch.randint(len(sizes), ()))]
@@ -136,7 +150,8 @@ class DetectionTransform(nn.Module):
         new = self.target_size(h, w)
         if new == (h, w):
             return image
-        return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False, antialias=True)[0]
+        antialias = self.resize_mode == "paper"
+        return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False, antialias=antialias)[0]
 
     def forward(self, images: list[Tensor]) -> ImageBatch:
         device = self.pixel_mean.device

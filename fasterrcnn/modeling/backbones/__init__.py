@@ -27,50 +27,71 @@ torchvision's key format (vgg16, resnet*) or in the backbone's own key format (z
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 
 from torch import Tensor, nn
 
-from . import resnet, small, vgg, zf
-from .base import BackboneInfo, FrozenBatchNorm2d, fold_batchnorm, load_into
-
-BACKBONES: tuple[str, ...] = (
-    "vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101",
-)
+from . import pyramid, resnet, small, vgg, zf
+from .base import Backbone, BackboneInfo, FeatureLevel, FrozenBatchNorm2d, fold_batchnorm, load_into
 
 __all__ = [
     "BACKBONES",
+    "Backbone",
     "BackboneInfo",
+    "BackboneSpec",
+    "FeatureLevel",
     "FrozenBatchNorm2d",
     "build_backbone",
     "fold_batchnorm",
     "load_pretrained",
+    "register_backbone",
 ]
 
-_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-_BUILDERS: dict[str, Callable[..., tuple[nn.Module, nn.Module, BackboneInfo]]] = {
-    "vgg16": vgg.build_vgg16,
-    "zf": zf.build_zf,
-    "small": small.build_small,
-    **{n: partial(resnet.build_resnet, n) for n in _RESNETS},
-}
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "vgg16": ("ceil_mode", "dropout"),
-    "zf": ("ceil_mode", "dropout"),
-    "small": ("norm", "head_features", "dropout", "head_norm", "reduce_before_pool", "blocks"),
-    **{n: ("norm",) for n in _RESNETS},
-}
-_IGNORED: dict[str, tuple[str, ...]] = {
-    "vgg16": vgg.IGNORED_PREFIXES,
-    "zf": zf.IGNORED_PREFIXES,
-    "small": small.IGNORED_PREFIXES,
-    **{n: resnet.IGNORED_PREFIXES for n in _RESNETS},
-}
+Builder = Callable[..., tuple[nn.Module, nn.Module, BackboneInfo]]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One entry of the backbone registry: how to build it (`build(frozen_stages, **options)`
+    -> (body or Backbone, box head, BackboneInfo)), the options it takes, and the ImageNet
+    state-dict prefixes that `load_pretrained` ignores (the classifier)."""
+
+    name: str
+    build: Builder
+    options: tuple[str, ...] = ()
+    ignored_prefixes: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone (see docs/ARCHITECTURE.md, "Adding a backbone"); a name is registered once."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is registered already")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+register_backbone(BackboneSpec("vgg16", vgg.build_vgg16, ("ceil_mode", "dropout"), vgg.IGNORED_PREFIXES))
+register_backbone(BackboneSpec("zf", zf.build_zf, ("ceil_mode", "dropout"), zf.IGNORED_PREFIXES))
+register_backbone(BackboneSpec("small", small.build_small,
+                               ("norm", "head_features", "dropout", "head_norm", "reduce_before_pool", "blocks"),
+                               small.IGNORED_PREFIXES))
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    register_backbone(BackboneSpec(_name, partial(resnet.build_resnet, _name), ("norm",), resnet.IGNORED_PREFIXES))
+register_backbone(BackboneSpec("resnet50_fpn", pyramid.build_resnet50_fpn, ("bn_eps",), resnet.IGNORED_PREFIXES))
+register_backbone(BackboneSpec("resnet50_fpn_v2", pyramid.build_resnet50_fpn_v2, (), resnet.IGNORED_PREFIXES))
+register_backbone(BackboneSpec("mobilenet_v3_large_fpn", pyramid.build_mobilenet_v3_large_fpn, (), ("classifier.",)))
+
+# The names, in registration order (what --help and error messages list).
+BACKBONES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def _check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(_REGISTRY)}")
 
 
 def build_backbone(
@@ -85,12 +106,13 @@ def build_backbone(
     resnet* `norm` ("frozen"/"bn"). Unknown names, options or values raise ValueError.
     """
     _check_name(name)
-    unknown = sorted(set(kwargs) - set(_OPTIONS[name]))
+    spec = _REGISTRY[name]
+    unknown = sorted(set(kwargs) - set(spec.options))
     if unknown:
-        valid = ", ".join(_OPTIONS[name]) or "none"
+        valid = ", ".join(spec.options) or "none"
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for backbone {name!r}; "
                          f"valid options: frozen_stages, {valid}")
-    return _BUILDERS[name](frozen_stages, **kwargs)
+    return spec.build(frozen_stages, **kwargs)
 
 
 def load_pretrained(
@@ -106,4 +128,4 @@ def load_pretrained(
     before any weight is changed.
     """
     _check_name(name)
-    return load_into(trunk, head, state_dict, _IGNORED[name])
+    return load_into(trunk, head, state_dict, _REGISTRY[name].ignored_prefixes)
