@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from fasterrcnn.cli._models import TORCHVISION_HELP, add_weights_argument
+from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--checkpoint", required=True, help="a fasterrcnn checkpoint (model_final.pt)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt)")
+    src.add_argument("--torchvision", metavar="ARCH", choices=sorted(TORCHVISION_ARCHS), help=TORCHVISION_HELP)
+    add_weights_argument(p)
     p.add_argument("--out", default="runs/detect", help="output folder (default runs/detect)")
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections with at least this score (default 0.5)")
     p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default=None,
@@ -39,11 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fasterrcnn.cli._models import load_model
     from fasterrcnn.cli.train import parse_overrides
     from fasterrcnn.engine.detect import detect_files, find_images
     from fasterrcnn.engine.precision import autocast_dtype, resolve_device, resolve_precision
     from fasterrcnn.errors import ConfigError
-    from fasterrcnn.modeling.checkpoint import load_checkpoint
 
     if not 0.0 <= args.score_thresh <= 1.0:
         raise ConfigError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
@@ -52,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     paths = find_images(args.inputs)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
+    model, source = load_model(args, device, parse_overrides(args.overrides))
     model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
     fmt = f".{args.image_format}" if args.image_format else None
     res = detect_files(
         model, paths, args.out, device=device, precision=precision, score_thresh=args.score_thresh,
         batch_size=args.batch_size, num_workers=args.workers, draw=args.draw, image_format=fmt, progress=args.progress,
-        overwrite=args.overwrite, inputs=[args.checkpoint],
+        overwrite=args.overwrite, inputs=[source],
     )
     print(f"{res.images} image(s) in {res.seconds:.1f} s ({res.seconds / max(res.images, 1):.3f} s/image): "
           f"{res.detections} detection(s) with score >= {args.score_thresh}")

@@ -30,16 +30,9 @@ import torch
 from torch import Tensor
 
 from fasterrcnn.errors import CheckpointError, ConfigError
+from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
 
 __all__ = ["COCO_CATEGORIES", "TORCHVISION_ARCHS", "load_torchvision", "torchvision_key_map"]
-
-# torchvision's builder name -> our preset
-TORCHVISION_ARCHS: dict[str, str] = {
-    "fasterrcnn_resnet50_fpn": "resnet50_fpn",
-    "fasterrcnn_resnet50_fpn_v2": "resnet50_fpn_v2",
-    "fasterrcnn_mobilenet_v3_large_fpn": "mobilenet_v3_large_fpn",
-    "fasterrcnn_mobilenet_v3_large_320_fpn": "mobilenet_v3_large_320_fpn",
-}
 
 # The 90 label ids of torchvision's COCO detection models (index = label; 0 is background).
 COCO_CATEGORIES: tuple[str, ...] = (
