@@ -27,6 +27,7 @@ _LAZY = {
     "load_checkpoint": "fasterrcnn.modeling.checkpoint",
     "load_imagenet_weights": "fasterrcnn.modeling.checkpoint",
     "FlipTTA": "fasterrcnn.modeling.tta",
+    "load_torchvision": "fasterrcnn.modeling.torchvision_weights",
 }
 
 __all__ = ["__version__", *_LAZY]
