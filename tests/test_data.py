@@ -375,7 +375,7 @@ def test_build_dataset_detects_layouts(voc, tmp_path):
     with pytest.raises(DataError, match="not found"):
         build_dataset(tmp_path / "nowhere", "train", train=False)
     with pytest.raises(ConfigError):
-        build_dataset(coco, "train", train=False, format="yolo")
+        build_dataset(coco, "train", train=False, format="kitti")  # not a registered format
 
 
 # ------------------------------------------------------------------------ transforms

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from fasterrcnn.data import formats
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
         help="generate the synthetic data set, or check a data set",
         description="Data sets: generate the embedded synthetic shapes set (`synth`) or read "
-        "a VOC/COCO data set and report its classes, counts and problems (`check`).",
+        "a data set (" + ", ".join(formats.names()) + ") and report its classes, counts and problems (`check`).",
     )
     p.set_defaults(func=None, _parser=p)
     dsub = p.add_subparsers(dest="data_command", metavar="WHAT")
@@ -103,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="read a data set and report its classes, counts and problems",
         description=(
-            "Read a PASCAL VOC or COCO data set as training would, and print its class list, "
+            "Read a data set (" + ", ".join(formats.names()) + ") as training would, and print its class list, "
             "image/object counts per class, difficult objects, and everything that was fixed "
             "(boxes clipped, sizes corrected) or skipped (zero-area boxes, unknown classes, crowd "
             "regions), with file names. Exits with status 2 and a one-line message on an error "
@@ -111,15 +113,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     c.add_argument(
-        "path", help="VOC root (with Annotations/), COCO JSON, or a directory holding one"
+        "path", help="VOC root (with Annotations/), COCO JSON, YOLO folder or data.yaml, LabelMe folder, or a "
+        "directory holding one"
     )
     c.add_argument(
         "--split",
         default="train",
-        help="split to read (VOC: ImageSets/Main/<split>.txt; default train)",
+        help="split to read (VOC: ImageSets/Main/<split>.txt; YOLO: data.yaml's or images/<split>; LabelMe: "
+        "<split>/; a single file or flat folder is read whole; default train)",
     )
     c.add_argument(
-        "--format", choices=("auto", "voc", "coco"), default="auto", help="layout (default: detect)"
+        "--format", choices=formats.choices(), default="auto", help=formats.help_text()
     )
     c.add_argument(
         "--classes",
@@ -128,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="expected classes (others are reported as unknown); default: those found",
     )
     c.add_argument(
-        "--image-dir", default=None, help="COCO: directory of the images (default: guessed)"
+        "--image-dir", default=None, help="COCO, LabelMe: directory of the images (default: guessed)"
     )
     c.add_argument(
         "--no-decode",

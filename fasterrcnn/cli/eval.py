@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from fasterrcnn.cli._models import TORCHVISION_HELP, add_weights_argument
+from fasterrcnn.data import formats
+from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,12 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt / last.pt)")
+    src.add_argument("--torchvision", metavar="ARCH", choices=sorted(TORCHVISION_ARCHS), help=TORCHVISION_HELP)
     src.add_argument("--detections", help="a detections JSON (COCO results format, or per-image boxes/labels/scores)")
-    p.add_argument("--data", required=True, help="VOC root or COCO annotation JSON")
+    add_weights_argument(p)
+    p.add_argument("--data", required=True, help="the data set: a VOC root, COCO JSON, YOLO folder or data.yaml, "
+                                                  "LabelMe folder, ... (see --format)")
     p.add_argument("--split", default=None,
-                   help="split to evaluate (default: test; a single COCO JSON file has no splits: the whole file)")
-    p.add_argument("--format", default="auto", choices=("auto", "voc", "coco"), help="data layout (default: auto)")
-    p.add_argument("--image-dir", default=None, help="COCO: folder of the images")
+                   help="split to evaluate (default: test; a single COCO JSON file, or a flat YOLO / LabelMe "
+                        "folder, has no splits: all of it)")
+    p.add_argument("--format", default="auto", choices=formats.choices(), help=formats.help_text())
+    p.add_argument("--image-dir", default=None, help="COCO, LabelMe: folder of the images")
     p.add_argument("--out", default="runs/eval", help="output folder for report.json and PR curves (default runs/eval)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision (default fp32)")
@@ -58,24 +66,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
-    if args.flip_tta and not args.checkpoint:
-        raise ConfigError("--flip-tta runs a model: it needs --checkpoint, not --detections")
+    if args.flip_tta and args.detections:
+        raise ConfigError("--flip-tta runs a model: it needs --checkpoint or --torchvision, not --detections")
     if is_single_file(args.data, args.format):
         if args.split is not None:
-            raise ConfigError(f"--split {args.split}: {args.data} is a single annotation file, which has no splits "
-                              "(the whole file is evaluated); leave out --split, or give the file of that split")
+            raise ConfigError(f"--split {args.split}: {args.data} is a single annotation file (or a folder without "
+                              "splits), which has no splits (all of it is evaluated); leave out --split, or give the "
+                              "data set of that split")
     elif args.split is None:
         args.split = "test"
     planned = ["report.json", *(["pr_curves"] if args.plots else [])]
-    claim_outputs(args.out, planned, inputs=[args.checkpoint, args.detections, args.data], overwrite=args.overwrite,
+    claim_outputs(args.out, planned, inputs=[args.checkpoint, args.weights, args.detections, args.data], overwrite=args.overwrite,
                   what="evaluation outputs")
     extra = {"split": args.split, "data": args.data}
-    if args.checkpoint:
-        from fasterrcnn.modeling.checkpoint import load_checkpoint
+    if args.checkpoint or args.torchvision:
+        from fasterrcnn.cli._models import load_model
 
         device = resolve_device(args.device)
         precision = resolve_precision(args.precision, device)
-        model, _ = load_checkpoint(args.checkpoint, map_location=device, **parse_overrides(args.overrides))
+        model, source = load_model(args, device, parse_overrides(args.overrides))
         model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
         classes = model.class_names
         if args.flip_tta:
@@ -85,11 +94,11 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
                                 min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,
                                 **({"image_dir": args.image_dir} if args.image_dir else {}))
-        print(f"evaluating {args.checkpoint} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        print(f"evaluating {source} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results, _ = evaluate_model(
             model, dataset, device=device, precision=precision, batch_size=args.batch_size, num_workers=args.workers,
             recall=args.recall, out_dir=args.out, coco=args.coco, plots=args.plots, progress=args.progress,
-            extra={"checkpoint": args.checkpoint, "flip_tta": args.flip_tta, **extra},
+            extra={"checkpoint": source, "flip_tta": args.flip_tta, **extra},
         )
     else:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False,

@@ -1,10 +1,12 @@
-"""`fasterrcnn train`: train a detector on a VOC or COCO data set."""
+"""`fasterrcnn train`: train a detector on a data set of any registered format (VOC, COCO, ...)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from typing import Any
+
+from fasterrcnn.data import formats
 
 SCHEDULES = ("joint", "alternating")
 
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a Faster R-CNN (joint or 4-step alternating)",
         description=(
-            "Train a Faster R-CNN on a PASCAL VOC folder or a COCO JSON. Defaults are the paper's: "
+            "Train a Faster R-CNN on a data set (" + ", ".join(formats.names()) + "; see --format). Defaults are the paper's: "
             "SGD lr 0.001 (x0.1 after 75%% of training), momentum 0.9, weight decay 0.0005, one "
             "image per mini-batch, shorter side 600 px, horizontal flips, approximate joint training. "
             "Options override a --config file (JSON/YAML with the same keys). Writes checkpoints "
@@ -25,13 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="VOC root folder, or a COCO annotation JSON (or a folder holding annotations/)")
+    g.add_argument("--data", help="the data set: a folder or annotation file of one of the --format layouts "
+                                  "(a VOC root, a COCO JSON or a folder holding annotations/, a YOLO folder or "
+                                  "data.yaml, a folder of LabelMe JSON files)")
     g.add_argument("--config", dest="config_file", help="JSON or YAML file of training settings")
-    g.add_argument("--format", choices=("auto", "voc", "coco"), help="data layout (default: auto-detected)")
-    g.add_argument("--image-dir", help="COCO: folder of the images")
+    g.add_argument("--format", choices=formats.choices(), help=formats.help_text())
+    g.add_argument("--image-dir", help="COCO, LabelMe: folder of the images")
     g.add_argument("--train-split", help="split to train on (default: train)")
     g.add_argument("--val-split", help="split evaluated after training (default: test); 'none' to skip. A single "
-                                        "COCO file has no test split: give --val-data, or --val-split train to evaluate "
+                                        "COCO file (or a flat folder) has no test split: give --val-data, or --val-split train to evaluate "
                                         "on the training images (reported as such)")
     g.add_argument("--val-data", help="evaluate after training on this data set instead (e.g. a second COCO JSON)")
     g.add_argument("--no-verify-images", dest="verify_images", action="store_false",

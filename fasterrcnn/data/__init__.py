@@ -1,5 +1,6 @@
-"""The data layer: readers for users' data (PASCAL VOC, COCO), the embedded synthetic data set,
-transforms, the DataLoader, and validation of bad data.
+"""The data layer: readers for users' data (PASCAL VOC, COCO, YOLO txt, LabelMe; the registry
+of formats in `formats`), the embedded synthetic data set, transforms, the DataLoader, and
+validation of bad data.
 
     from fasterrcnn.data import build_dataset, build_loader
     train = build_dataset("data/raccoon", "train", train=True, min_size=600, max_size=1000,
@@ -9,61 +10,56 @@ transforms, the DataLoader, and validation of bad data.
     for images, targets in loader: ...            # list[Tensor[3, H, W]], list[dict]
     print(train.report.summary())                 # what was fixed or skipped, with file names
 
-See `DetectionDataset` for the (image, target) contract.
+See `DetectionDataset` for the (image, target) contract. The names below are imported
+lazily, so that `fasterrcnn.data.formats` (the CLI's --format choices) comes without torch.
 """
 
-from fasterrcnn.data.base import DetectionDataset, ImageRecord
-from fasterrcnn.data.coco import COCODataset
-from fasterrcnn.data.loader import (
-    AspectGroupedBatchSampler,
-    DetectionLoader,
-    EpochSampler,
-    available_splits,
-    build_dataset,
-    build_loader,
-    collate,
-    detect_format,
-    has_split,
-    is_single_file,
-)
-from fasterrcnn.data.report import DataReport
-from fasterrcnn.data.synth import SYNTH_CLASSES
-from fasterrcnn.data.transforms import (
-    Compose,
-    ExifTranspose,
-    RandomHorizontalFlip,
-    Resize,
-    ToRGB,
-    ToTensor,
-    build_transforms,
-    read_image,
-)
-from fasterrcnn.data.voc import VOC_CLASSES, VOCDataset
+from __future__ import annotations
 
-__all__ = [
-    "DetectionDataset",
-    "ImageRecord",
-    "VOCDataset",
-    "COCODataset",
-    "VOC_CLASSES",
-    "SYNTH_CLASSES",
-    "DataReport",
-    "available_splits",
-    "build_dataset",
-    "build_loader",
-    "has_split",
-    "is_single_file",
-    "detect_format",
-    "collate",
-    "EpochSampler",
-    "AspectGroupedBatchSampler",
-    "DetectionLoader",
-    "Compose",
-    "ExifTranspose",
-    "ToRGB",
-    "Resize",
-    "RandomHorizontalFlip",
-    "ToTensor",
-    "build_transforms",
-    "read_image",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DetectionDataset": "base",
+    "ImageRecord": "base",
+    "VOCDataset": "voc",
+    "VOC_CLASSES": "voc",
+    "COCODataset": "coco",
+    "YOLODataset": "yolo",
+    "LabelMeDataset": "labelme",
+    "SYNTH_CLASSES": "synth",
+    "DataReport": "report",
+    "available_splits": "loader",
+    "build_dataset": "loader",
+    "build_loader": "loader",
+    "has_split": "loader",
+    "is_single_file": "loader",
+    "detect_format": "loader",
+    "collate": "loader",
+    "EpochSampler": "loader",
+    "AspectGroupedBatchSampler": "loader",
+    "DetectionLoader": "loader",
+    "Compose": "transforms",
+    "ExifTranspose": "transforms",
+    "ToRGB": "transforms",
+    "Resize": "transforms",
+    "RandomHorizontalFlip": "transforms",
+    "ToTensor": "transforms",
+    "build_transforms": "transforms",
+    "read_image": "transforms",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fasterrcnn.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,6 +1,6 @@
 """`DetectionDataset`: the data contract between the readers and the training/evaluation engine.
 
-A reader (VOC, COCO) parses and validates all annotations at construction into one
+A reader (VOC, COCO, YOLO, LabelMe: see formats.py) parses and validates all annotations into one
 `ImageRecord` per image (boxes in the original image's continuous pixel coordinates, already
 clipped, degenerate boxes and unknown classes dropped and counted in `report`). The image
 files' existence and headers (size, colour mode, EXIF orientation) are checked at

@@ -10,6 +10,7 @@ the JSON itself). Category ids, which need not be contiguous, map to labels 1..K
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -27,10 +28,11 @@ from fasterrcnn.data.base import (
     make_record,
     probe_image,
 )
+from fasterrcnn.data.formats import Reader
 from fasterrcnn.data.report import DataReport
 from fasterrcnn.errors import DataError
 
-__all__ = ["COCODataset"]
+__all__ = ["COCODataset", "READER", "find_coco_json", "coco_image_dir"]
 _MAX_LISTED = 5
 
 
@@ -274,3 +276,133 @@ def _listing(names) -> str:
     names = list(names)
     shown = ", ".join(str(n) for n in names[:_MAX_LISTED])
     return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+# ------------------------------------------------------------- the format's registry entry
+
+
+def find_coco_json(path: str, split: str | None) -> str | None:
+    """The annotation file of `split` (default train) in a COCO folder: the one match of
+    annotations/instances_<split>.json, annotations/instances_<split>*.json,
+    annotations/<split>.json, instances_<split>.json, <split>.json. DataError when several match."""
+    split = split or "train"
+    patterns = [
+        os.path.join(path, "annotations", f"instances_{split}.json"),
+        os.path.join(path, "annotations", f"instances_{split}*.json"),
+        os.path.join(path, "annotations", f"{split}.json"),
+        os.path.join(path, f"instances_{split}.json"),
+        os.path.join(path, f"{split}.json"),
+    ]
+    for pattern in patterns:
+        hits = sorted(glob.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise DataError(f"{path}: several annotation files match split '{split}': {hits}")
+    return None
+
+
+def coco_image_dir(jpath: str, split: str | None, root: str | None = None) -> str:
+    """The image folder of an annotation file: the first that exists of ROOT/<split>,
+    ROOT/images/<split>, ROOT/<name of the JSON without instances_>, ROOT/images/<that>,
+    ROOT/images, the JSON's folder (ROOT: the data set folder, by default the JSON's folder or
+    its parent when that is annotations/)."""
+    jdir = os.path.dirname(os.path.abspath(jpath))
+    root = root or (os.path.dirname(jdir) if os.path.basename(jdir) == "annotations" else jdir)
+    stem = os.path.splitext(os.path.basename(jpath))[0]
+    stem = stem[len("instances_") :] if stem.startswith("instances_") else stem
+    candidates = []
+    if split:
+        candidates += [os.path.join(root, split), os.path.join(root, "images", split)]
+    candidates += [
+        os.path.join(root, stem),
+        os.path.join(root, "images", stem),
+        os.path.join(root, "images"),
+        jdir,
+    ]
+    for c in candidates:
+        if os.path.isdir(c):
+            return c
+    return jdir
+
+
+def _detect(path: str, split: str | None) -> dict | None:
+    if os.path.isfile(path):
+        if path.lower().endswith(".json"):
+            return {"annotation_json": path, "image_dir": coco_image_dir(path, split)}
+        return None
+    jpath = find_coco_json(path, split) if os.path.isdir(path) else None
+    if jpath is None:
+        return None
+    return {"annotation_json": jpath, "image_dir": coco_image_dir(jpath, split, path)}
+
+
+def _locate(path: str, split: str | None) -> dict:
+    """`--format coco`: any file is taken for the JSON; a folder needs the split's file."""
+    if os.path.isfile(path):
+        jpath = path
+    elif os.path.isdir(path):
+        jpath = find_coco_json(path, split)
+        if jpath is None:
+            raise DataError(f"{path}: no COCO annotation file for split '{split}' found")
+    else:
+        raise DataError(f"{path}: data set path not found")
+    return {"annotation_json": jpath, "image_dir": coco_image_dir(jpath, split)}
+
+
+def _diagnose(path: str, split: str | None) -> str | None:
+    """A folder with JSON files, none of them the split's: say which were found."""
+    if not os.path.isdir(path):
+        return None
+    jsons = sorted(
+        os.path.relpath(p, path)
+        for p in glob.glob(os.path.join(path, "*.json"))
+        + glob.glob(os.path.join(path, "annotations", "*.json"))
+    )
+    if not jsons:
+        return None
+    return (
+        f"{path}: no COCO annotation file for split '{split or 'train'}' "
+        f"(found {', '.join(jsons[:5])}); pass --split or the JSON file itself"
+    )
+
+
+def _build(where: dict, split: str | None, *, classes=None, transforms=None, seed: int = 0,
+           skip_empty: bool = False, image_dir=None) -> COCODataset:
+    """The registry's build: a COCODataset (`image_dir` replaces the guessed image folder)."""
+    return COCODataset(
+        image_dir if image_dir is not None else where["image_dir"],
+        where["annotation_json"],
+        classes,
+        transforms,
+        seed=seed,
+        skip_empty=skip_empty,
+    )
+
+
+def _splits(path: str) -> list[str] | None:
+    """The split names of a COCO folder's annotation files (instances_ left out); None for a
+    file, or a folder without JSON files."""
+    if not os.path.isdir(path):
+        return None
+    names = set()
+    for pattern in ("annotations/instances_*.json", "annotations/*.json", "instances_*.json", "*.json"):
+        for hit in glob.glob(os.path.join(path, pattern)):
+            stem = os.path.splitext(os.path.basename(hit))[0]
+            names.add(stem[len("instances_"):] if stem.startswith("instances_") else stem)
+    return sorted(names) if names else None
+
+
+def _has_split(path: str, split: str) -> bool | None:
+    if not os.path.isdir(path):
+        return None
+    return find_coco_json(path, split) is not None
+
+
+def _single_split(path: str) -> bool:
+    """A COCO JSON file is one split."""
+    return os.path.isfile(path)
+
+
+READER = Reader(detect=_detect, build=_build, splits=_splits, has_split=_has_split,
+                single_split=_single_split, locate=_locate, diagnose=_diagnose)

@@ -1,6 +1,7 @@
 """Building data sets from a path, and the DataLoader that feeds the engine.
 
-`build_dataset(path, split, format="auto", train=...)` recognises the layout:
+`build_dataset(path, split, format="auto", train=...)` recognises the layout by asking the
+formats of the registry (`fasterrcnn.data.formats`) in turn:
 
 * PASCAL VOC: PATH has Annotations/ (or PATH holds exactly one VOC*/ such directory, as in
   VOCdevkit/); the split is ImageSets/Main/<split>.txt.
@@ -8,6 +9,9 @@
   annotations/<split>.json or <split>.json; the images are in the first that exists of
   PATH/<split>, PATH/images/<split>, PATH/images, PATH/<name of the JSON without instances_>,
   the JSON's directory (or pass image_dir).
+* YOLO txt: PATH is a data.yaml, or a directory with data.yaml, or with images/ and labels/
+  (flat, or split subfolders images/<split>, labels/<split>; or <split>/images, <split>/labels).
+* LabelMe: PATH is a directory of per-image .json files, or of split subfolders holding them.
 
 `build_loader(dataset, batch_size=..., shuffle=..., seed=..., epoch=..., num_workers=...)`
 returns a `DetectionLoader` (a DataLoader) whose batches are `(list[Tensor[3, H, W]],
@@ -19,7 +23,6 @@ same batches, with any number of workers. Decoding, resizing and flipping run in
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -28,10 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from fasterrcnn.data import formats
 from fasterrcnn.data.base import DetectionDataset
-from fasterrcnn.data.coco import COCODataset
 from fasterrcnn.data.transforms import build_transforms
-from fasterrcnn.data.voc import VOCDataset, is_voc_root, voc_splits
 from fasterrcnn.errors import ConfigError, DataError
 
 __all__ = [
@@ -47,139 +49,49 @@ __all__ = [
     "DetectionLoader",
 ]
 
-FORMATS = ("auto", "voc", "coco")
-
-
 # ------------------------------------------------------------------------- layout detection
 
 
 def detect_format(path: str | os.PathLike, split: str | None = None) -> tuple[str, dict]:
-    """("voc", {"root"}) or ("coco", {"annotation_json", "image_dir"}) for a data set path."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: data set path not found")
-    if os.path.isfile(path):
-        if path.lower().endswith(".json"):
-            return "coco", {"annotation_json": path, "image_dir": _coco_image_dir(path, split)}
-        raise DataError(f"{path}: not a data set (expected a directory or a COCO .json file)")
-    voc = _voc_root(path)
-    if voc is not None:
-        return "voc", {"root": voc}
-    jpath = _coco_json(path, split)
-    if jpath is not None:
-        return "coco", {"annotation_json": jpath, "image_dir": _coco_image_dir(jpath, split, path)}
-    jsons = sorted(
-        os.path.relpath(p, path)
-        for p in glob.glob(os.path.join(path, "*.json"))
-        + glob.glob(os.path.join(path, "annotations", "*.json"))
-    )
-    if jsons:
-        raise DataError(
-            f"{path}: no COCO annotation file for split '{split or 'train'}' "
-            f"(found {', '.join(jsons[:5])}); pass --split or the JSON file itself"
-        )
-    raise DataError(
-        f"{path}: layout not recognised: expected PASCAL VOC (Annotations/, JPEGImages/, "
-        f"ImageSets/Main/<split>.txt) or COCO (a JSON file, annotations/instances_<split>.json "
-        f"or <split>.json)"
-    )
-
-
-def _voc_root(path: str) -> str | None:
-    if is_voc_root(path):
-        return path
-    for parent in (path, os.path.join(path, "VOCdevkit")):
-        if not os.path.isdir(parent):
-            continue
-        subs = sorted(
-            os.path.join(parent, d)
-            for d in os.listdir(parent)
-            if d.upper().startswith("VOC") and is_voc_root(os.path.join(parent, d))
-        )
-        if len(subs) == 1:
-            return subs[0]
-        if len(subs) > 1:
-            raise DataError(
-                f"{path}: holds several VOC data sets "
-                f"({', '.join(os.path.basename(s) for s in subs)}); give one of them"
-            )
-    return None
-
-
-def _coco_json(path: str, split: str | None) -> str | None:
-    split = split or "train"
-    patterns = [
-        os.path.join(path, "annotations", f"instances_{split}.json"),
-        os.path.join(path, "annotations", f"instances_{split}*.json"),
-        os.path.join(path, "annotations", f"{split}.json"),
-        os.path.join(path, f"instances_{split}.json"),
-        os.path.join(path, f"{split}.json"),
-    ]
-    for pattern in patterns:
-        hits = sorted(glob.glob(pattern))
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise DataError(f"{path}: several annotation files match split '{split}': {hits}")
-    return None
-
-
-def _coco_image_dir(jpath: str, split: str | None, root: str | None = None) -> str:
-    jdir = os.path.dirname(os.path.abspath(jpath))
-    root = root or (os.path.dirname(jdir) if os.path.basename(jdir) == "annotations" else jdir)
-    stem = os.path.splitext(os.path.basename(jpath))[0]
-    stem = stem[len("instances_") :] if stem.startswith("instances_") else stem
-    candidates = []
-    if split:
-        candidates += [os.path.join(root, split), os.path.join(root, "images", split)]
-    candidates += [
-        os.path.join(root, stem),
-        os.path.join(root, "images", stem),
-        os.path.join(root, "images"),
-        jdir,
-    ]
-    for c in candidates:
-        if os.path.isdir(c):
-            return c
-    return jdir
+    """(format name, where) of the data set at `path`, asking the registered formats in turn
+    (`fasterrcnn.data.formats`): e.g. ("voc", {"root"}) or ("coco", {"annotation_json",
+    "image_dir"}). DataError naming the path when none recognises it."""
+    return formats.detect(path, split)
 
 
 def is_single_file(path: str | os.PathLike, format: str = "auto") -> bool:
-    """True for a data set that is one annotation file (a COCO JSON): it has no splits, so
-    training and evaluating on it are the same images unless another file is given."""
-    return format in ("auto", "coco") and os.path.isfile(path)
+    """True for a data set that is one split (a COCO JSON file; a flat YOLO or LabelMe folder):
+    it has no splits, so training and evaluating on it are the same images unless another
+    data set is given."""
+    path = os.fspath(path)
+    try:
+        fmt = formats.format_of(path, None, format)
+    except DataError:  # an ambiguous folder: building it says why
+        return False
+    return fmt is not None and fmt.single_split(path)
 
 
 def available_splits(path: str | os.PathLike, format: str = "auto") -> list[str] | None:
-    """The split names a data set folder offers (VOC: ImageSets/Main/*.txt; COCO folder:
-    its annotation files), or None when that cannot be told (a single file, an unknown layout)."""
+    """The split names a data set offers (VOC: ImageSets/Main/*.txt; COCO folder: its
+    annotation files; YOLO: data.yaml's or the split folders; LabelMe: the split folders), or
+    None when that cannot be told (a single file, a flat folder, an unknown layout)."""
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not os.path.exists(path):
         return None
-    voc = _voc_root(path) if format in ("auto", "voc") else None
-    if voc is not None:
-        return voc_splits(voc)
-    if format == "voc":
-        return None
-    names = set()
-    for pattern in ("annotations/instances_*.json", "annotations/*.json", "instances_*.json", "*.json"):
-        for hit in glob.glob(os.path.join(path, pattern)):
-            stem = os.path.splitext(os.path.basename(hit))[0]
-            names.add(stem[len("instances_"):] if stem.startswith("instances_") else stem)
-    return sorted(names) if names else None
+    fmt = formats.format_of(path, None, format)
+    return None if fmt is None else fmt.splits(path)
 
 
 def has_split(path: str | os.PathLike, split: str, format: str = "auto") -> bool | None:
-    """Whether the data set folder `path` has split `split` (None when that cannot be told)."""
+    """Whether the data set at `path` has split `split` (None when that cannot be told; False
+    for a folder of no known layout)."""
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not os.path.exists(path):
         return None
-    voc = _voc_root(path) if format in ("auto", "voc") else None
-    if voc is not None:
-        return split in voc_splits(voc)
-    if format == "voc":
-        return None
-    return _coco_json(path, split) is not None
+    fmt = formats.format_of(path, split, format)
+    if fmt is None:
+        return False if os.path.isdir(path) else None
+    return fmt.has_split(path, split)
 
 
 # -------------------------------------------------------------------------------- factory
@@ -201,44 +113,20 @@ def build_dataset(
 ) -> DetectionDataset:
     """Read the data set at `path` with the standard transforms.
 
+    `format`: "auto" (detected) or a registered format's name (`formats.choices()`).
     train=True: resize + random horizontal flip (p = flip_prob), and images without a
     non-difficult object are left out (counted in the report; `skip_empty` overrides).
     train=False: resize only, every image kept. Pass the training set's `classes` when
     building its test set so that labels agree.
     """
-    if format not in FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format != formats.AUTO:
+        formats.get(format)  # ConfigError for an unknown name, before anything is read
     transforms = build_transforms(train, min_size=min_size, max_size=max_size, flip_prob=flip_prob)
     skip_empty = train if skip_empty is None else skip_empty
-    path = os.fspath(path)
-    if format == "auto":
-        kind, where = detect_format(path, split)
-    elif format == "voc":
-        root = _voc_root(path) if os.path.isdir(path) else None
-        if root is None:
-            raise DataError(f"{path}: not a PASCAL VOC directory (no Annotations/ found)")
-        kind, where = "voc", {"root": root}
-    else:
-        if os.path.isfile(path):
-            jpath = path
-        elif os.path.isdir(path):
-            jpath = _coco_json(path, split)
-            if jpath is None:
-                raise DataError(f"{path}: no COCO annotation file for split '{split}' found")
-        else:
-            raise DataError(f"{path}: data set path not found")
-        kind, where = "coco", {"annotation_json": jpath, "image_dir": _coco_image_dir(jpath, split)}
-    if kind == "voc":
-        return VOCDataset(
-            where["root"], split, classes, transforms, seed=seed, skip_empty=skip_empty
-        )
-    return COCODataset(
-        image_dir if image_dir is not None else where["image_dir"],
-        where["annotation_json"],
-        classes,
-        transforms,
-        seed=seed,
-        skip_empty=skip_empty,
+    name, where = formats.locate(os.fspath(path), split, format)
+    return formats.get(name).build(
+        where, split, classes=classes, transforms=transforms, seed=seed, skip_empty=skip_empty,
+        image_dir=image_dir,
     )
 
 

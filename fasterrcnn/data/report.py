@@ -28,6 +28,9 @@ EMPTY_SKIPPED = "images_skipped"
 SIZE_MISMATCH = "size_mismatch"
 CONVERTED = "images_converted"
 EXIF_ROTATED = "images_exif_rotated"
+NO_LABEL_FILE = "images_without_label_file"
+POLYGON = "polygons_to_boxes"
+SHAPE_SKIPPED = "shapes_skipped"
 
 KINDS: dict[str, str] = {
     CLIPPED: "boxes clipped to their image",
@@ -39,9 +42,12 @@ KINDS: dict[str, str] = {
     SIZE_MISMATCH: "annotated image sizes that disagree with the image file (file's used)",
     CONVERTED: "images converted to RGB (grayscale, palette, RGBA, CMYK, 16-bit...)",
     EXIF_ROTATED: "images rotated by their EXIF orientation",
+    NO_LABEL_FILE: "images without a label file (YOLO: an image without objects)",
+    POLYGON: "polygons / segments replaced by their bounding box",
+    SHAPE_SKIPPED: "shapes that are not boxes or polygons skipped (points, lines, circles...)",
 }
 # Informational kinds: normal in real data (or by design), logged at INFO, not WARNING.
-_INFO_KINDS = {CONVERTED, EXIF_ROTATED, EMPTY, EMPTY_SKIPPED, CROWD}
+_INFO_KINDS = {CONVERTED, EXIF_ROTATED, EMPTY, EMPTY_SKIPPED, CROWD, NO_LABEL_FILE, POLYGON}
 
 # Warnings logged per kind before the rest are only counted (all stay in `messages`).
 MAX_LOGGED_PER_KIND = 20

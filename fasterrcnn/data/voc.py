@@ -28,10 +28,11 @@ from fasterrcnn.data.base import (
     make_record,
     probe_image,
 )
+from fasterrcnn.data.formats import Reader
 from fasterrcnn.data.report import DataReport
 from fasterrcnn.errors import DataError
 
-__all__ = ["VOCDataset", "VOC_CLASSES", "IMAGE_EXTENSIONS", "is_voc_root", "voc_splits"]
+__all__ = ["VOCDataset", "VOC_CLASSES", "IMAGE_EXTENSIONS", "READER", "find_voc_root", "is_voc_root", "voc_splits"]
 
 # The 20 PASCAL VOC object classes, in the order of the devkit (labels 1..20).
 VOC_CLASSES: tuple[str, ...] = (
@@ -300,3 +301,60 @@ def _number(parent: ET.Element, tag: str, xml_path: str, where: str, required: b
     if not math.isfinite(value):
         raise DataError(f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a finite number")
     return value
+
+
+# ------------------------------------------------------------- the format's registry entry
+
+
+def find_voc_root(path: str) -> str | None:
+    """The VOC root at `path`: PATH itself (with Annotations/), or its one VOC*/ directory (as
+    in VOCdevkit/, also looked for in PATH/VOCdevkit). DataError when there are several."""
+    if is_voc_root(path):
+        return path
+    for parent in (path, os.path.join(path, "VOCdevkit")):
+        if not os.path.isdir(parent):
+            continue
+        subs = sorted(
+            os.path.join(parent, d)
+            for d in os.listdir(parent)
+            if d.upper().startswith("VOC") and is_voc_root(os.path.join(parent, d))
+        )
+        if len(subs) == 1:
+            return subs[0]
+        if len(subs) > 1:
+            raise DataError(
+                f"{path}: holds several VOC data sets "
+                f"({', '.join(os.path.basename(s) for s in subs)}); give one of them"
+            )
+    return None
+
+
+def _detect(path: str, split: str | None) -> dict | None:
+    root = find_voc_root(path) if os.path.isdir(path) else None
+    return None if root is None else {"root": root}
+
+
+def _locate(path: str, split: str | None) -> dict:
+    where = _detect(path, split)
+    if where is None:
+        raise DataError(f"{path}: not a PASCAL VOC directory (no Annotations/ found)")
+    return where
+
+
+def _build(where: dict, split: str | None, *, classes=None, transforms=None, seed: int = 0,
+           skip_empty: bool = False, image_dir=None) -> VOCDataset:
+    """The registry's build: a VOCDataset (`image_dir` does not apply: JPEGImages/)."""
+    return VOCDataset(where["root"], split, classes, transforms, seed=seed, skip_empty=skip_empty)
+
+
+def _splits(path: str) -> list[str] | None:
+    root = find_voc_root(path) if os.path.isdir(path) else None
+    return None if root is None else voc_splits(root)
+
+
+def _has_split(path: str, split: str) -> bool | None:
+    found = _splits(path)
+    return None if found is None else split in found
+
+
+READER = Reader(detect=_detect, build=_build, splits=_splits, has_split=_has_split, locate=_locate)
