@@ -183,3 +183,31 @@ def test_detect_runs_torchvision_weights_from_the_command_line(tmp_path, capsys)
     meta = json.loads((tmp_path / "det" / "images.json").read_text())
     assert len(meta["categories"]) == 90 and meta["categories"][0]["name"] == "person"
     assert (tmp_path / "det" / "photo.jpg").exists()
+
+
+def test_fine_tuning_from_torchvision_weights_on_other_classes(tmp_path, capsys):
+    from fasterrcnn.cli import main
+    from fasterrcnn.data.synth import generate
+    from fasterrcnn.modeling.checkpoint import load_checkpoint
+    from fasterrcnn.modeling.torchvision_weights import load_torchvision, torchvision_key_map
+
+    coco = fasterrcnn.build_model("mobilenet_v3_large_320_fpn", 90)
+    inverse = {v: k for k, v in torchvision_key_map(coco).items()}
+    state = {inverse[k]: v for k, v in coco.state_dict().items()}
+    mine = load_torchvision("fasterrcnn_mobilenet_v3_large_320_fpn", state, num_classes=3, class_names=["a", "b", "c"])
+    assert mine.roi_heads.predictor.cls_score.out_features == 4 and mine.class_names == ["a", "b", "c"]
+    got = mine.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in coco.state_dict().items() if not k.startswith("roi_heads.predictor."))
+    # the command line: the preset follows the architecture, the frozen stages stay as loaded
+    torch.save(state, tmp_path / "tv.pth")
+    data = tmp_path / "data"
+    generate(data, num_train=4, num_test=0, min_size=64, max_size=96, max_objects=2, seed=0, progress=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--torchvision", "fasterrcnn_mobilenet_v3_large_320_fpn", "--weights",
+                 str(tmp_path / "tv.pth"), "--out", str(out), "--epochs", "1", "--max-iters", "2", "--batch-size", "2",
+                 "--min-size", "64", "--max-size", "96", "--workers", "0", "--no-progress", "--no-eval"]) == 0
+    assert "a new predictor" in capsys.readouterr().out
+    tuned, ckpt = load_checkpoint(out / "model_final.pt")
+    assert ckpt["config"]["preset"] == "mobilenet_v3_large_320_fpn" and tuned.num_classes == len(tuned.class_names)
+    frozen = "backbone.body.features.1.block.0.0.weight"  # a stage torchvision also keeps frozen
+    assert torch.equal(tuned.state_dict()[frozen], coco.state_dict()[frozen])

@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--preset", help="vgg16 (paper), zf (paper), small (CPU, from scratch), resnet50, ... (default: vgg16)")
     g.add_argument("--pretrained", help="ImageNet weights file in torchvision's format for the backbone")
+    g.add_argument("--torchvision", metavar="ARCH",
+                   help="fine-tune torchvision's COCO detector of this architecture (e.g. fasterrcnn_resnet50_fpn; "
+                        "the preset follows) from --weights FILE: every layer loaded but a new predictor")
+    g.add_argument("--weights", metavar="FILE", help="with --torchvision: torchvision's state dict file")
     g.add_argument("--min-size", type=int, nargs="+", metavar="PX",
                    help="training shorter image side in pixels (default: 600); several values: one drawn per "
                         "image (multi-scale training)")
@@ -145,6 +149,12 @@ def build_config(args: argparse.Namespace) -> Any:
     if "model_overrides" in opts:
         cfg.model.update(parse_overrides(opts.pop("model_overrides")))
     cfg.update(opts, where="command line")
+    if cfg.torchvision:
+        from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
+
+        if cfg.torchvision not in TORCHVISION_ARCHS:
+            raise ConfigError(f"--torchvision {cfg.torchvision}: choose one of {', '.join(TORCHVISION_ARCHS)}")
+        cfg.preset = TORCHVISION_ARCHS[cfg.torchvision]
     cfg.validate()
     return cfg
 

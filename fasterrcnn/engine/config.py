@@ -38,6 +38,8 @@ class TrainConfig:
     # ---- model
     preset: str = "vgg16"
     pretrained: str | None = None  # ImageNet weights file in torchvision's format
+    torchvision: str | None = None  # start from torchvision's detection weights of this architecture ...
+    weights: str | None = None  # ... in this file (every layer but the predictor when the classes differ)
     min_size: int | list[int] = 600  # training shorter side (paper: 600); a list: one drawn per image (multi-scale)
     max_size: int = 1000  # longer side at most (code: 1000)
     test_min_size: int | None = None  # evaluation/inference shorter side, saved with the model; None: min_size (a list: its largest)
@@ -108,6 +110,8 @@ class TrainConfig:
             (0 < self.test_size()[0] <= self.test_size()[1], "0 < test_min_size <= test_max_size"),
             (self.num_workers >= 0, "num_workers >= 0"),
             (self.threads is None or self.threads >= 1, "threads >= 1 (torch intra-op threads per process)"),
+            ((self.torchvision is None) == (self.weights is None), "torchvision ARCH and weights FILE together"),
+            (self.torchvision is None or self.pretrained is None, "either pretrained (ImageNet) or torchvision weights"),
             (not (self.resume and self.overwrite), "either resume (continue the run in out) or overwrite (replace it), not both"),
             (self.processes >= 1 and self.batch_size % self.processes == 0,
              "processes >= 1 dividing batch_size (each process trains on batch_size / processes images)"),

@@ -132,7 +132,7 @@ class Trainer:
         self._replaced: list[Path] = []
         if launcher:
             if not cfg.resume:
-                inputs = [cfg.data, cfg.image_dir, cfg.pretrained, cfg.val_data]
+                inputs = [cfg.data, cfg.image_dir, cfg.pretrained, cfg.weights, cfg.val_data]
                 self._replaced = claim_outputs(
                     self.out, RUN_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite, what="a previous training run's files",
                     hint="choose another --out, continue that run with --resume, or replace it with --overwrite",
@@ -166,6 +166,14 @@ class Trainer:
         overrides.setdefault("max_size", test_max)
         overrides.setdefault("train_min_size", self.cfg.train_sizes())
         overrides.setdefault("train_max_size", self.cfg.max_size)
+        if self.cfg.torchvision:  # fine-tuning a COCO detector: every layer but the predictor
+            from fasterrcnn.modeling.torchvision_weights import load_torchvision
+
+            model = load_torchvision(self.cfg.torchvision, self.cfg.weights, num_classes=len(self.classes),
+                                     class_names=self.classes, **overrides)
+            self.log(f"loaded torchvision's {self.cfg.torchvision} weights from {self.cfg.weights} (a new predictor "
+                     f"for {len(self.classes)} classes)")
+            return model.train().to(self.device)
         model = build_model(self.cfg.preset, len(self.classes), class_names=self.classes, **overrides)
         if self.cfg.pretrained:
             report = load_imagenet_weights(model, self.cfg.pretrained)

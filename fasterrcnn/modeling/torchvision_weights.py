@@ -91,10 +91,16 @@ def _read(weights: str | os.PathLike | Mapping[str, Tensor]) -> dict[str, Tensor
     return state
 
 
-def load_torchvision(arch: str, weights: str | os.PathLike | Mapping[str, Tensor], **overrides: Any) -> torch.nn.Module:
+def load_torchvision(
+    arch: str, weights: str | os.PathLike | Mapping[str, Tensor], num_classes: int | None = None, **overrides: Any
+) -> torch.nn.Module:
     """A ready model (eval mode) from torchvision's detection weights of `arch` (one of
     `TORCHVISION_ARCHS`): the preset of that architecture, with the number of classes read
-    from the weights, `overrides` applied (e.g. `score_thresh=0.3`, `min_size=600`)."""
+    from the weights, `overrides` applied (e.g. `score_thresh=0.3`, `min_size=600`).
+
+    Fine-tuning on other classes: with `num_classes` (and `class_names`) different from the
+    weights', every weight is loaded but the predictor's, which starts afresh (N(0, 0.01) and
+    N(0, 0.001), as the paper's new layers)."""
     from fasterrcnn.modeling.faster_rcnn import build_model
 
     if arch not in TORCHVISION_ARCHS:
@@ -103,7 +109,11 @@ def load_torchvision(arch: str, weights: str | os.PathLike | Mapping[str, Tensor
     cls = state.get("roi_heads.box_predictor.cls_score.weight")
     if cls is None:
         raise CheckpointError(f"{arch} weights have no roi_heads.box_predictor.cls_score.weight: not a Faster R-CNN state dict")
-    num_classes = cls.shape[0] - 1
+    saved_classes = cls.shape[0] - 1
+    new_head = num_classes is not None and num_classes != saved_classes
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("roi_heads.box_predictor.")}
+    num_classes = num_classes if num_classes is not None else saved_classes
     if num_classes == len(COCO_CATEGORIES) - 1:
         overrides.setdefault("class_names", list(COCO_CATEGORIES[1:]))
     if arch == "fasterrcnn_resnet50_fpn":  # torchvision's COCO file has BatchNorm eps 0 (its overwrite_eps)
@@ -119,11 +129,11 @@ def load_torchvision(arch: str, weights: str | os.PathLike | Mapping[str, Tensor
             unexpected.append(key)
         elif target in ours:
             renamed[target] = value
-    missing = sorted(set(ours) - set(renamed))
+    missing = sorted(k for k in set(ours) - set(renamed) if not (new_head and k.startswith("roi_heads.predictor.")))
     if unexpected or missing:
         raise CheckpointError(f"{arch} weights do not match: unexpected keys {unexpected[:5]}, missing keys {missing[:5]}")
     try:
-        model.load_state_dict(renamed, strict=True)
+        model.load_state_dict(renamed, strict=not new_head)
     except RuntimeError as exc:
         raise CheckpointError(f"{arch} weights do not fit the architecture: {exc}") from exc
     return model.eval()
