@@ -59,7 +59,8 @@ def built():
 
 
 def test_registry_names_and_errors():
-    assert BACKBONES == ("vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101")
+    assert BACKBONES == ("vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101",
+                         "resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn")
     with pytest.raises(ValueError) as e:
         build_backbone("vgg19")
     for name in BACKBONES:

@@ -122,10 +122,10 @@ class COCODataset(DetectionDataset):
                 raise DataError(f"{jpath}: {where}.file_name must be a non-empty string")
             if iid in images:
                 raise DataError(f"{jpath}: image id {iid} appears twice in 'images'")
-            w, h = im.get("width"), im.get("height")
-            size = None
-            if w is not None and h is not None:
-                size = (_int(h, jpath, f"{where}.height"), _int(w, jpath, f"{where}.width"))
+            w = None if im.get("width") is None else _int(im["width"], jpath, f"{where}.width")
+            h = None if im.get("height") is None else _int(im["height"], jpath, f"{where}.height")
+            # a missing, null or non-positive size is unknown: the image file's header gives it
+            size = (h, w) if w is not None and h is not None and w > 0 and h > 0 else None
             images[iid] = {
                 "file": os.path.join(image_dir, fname),
                 "name": fname,
@@ -164,7 +164,10 @@ class COCODataset(DetectionDataset):
                 raise DataError(
                     f"{jpath}: {where} refers to category id {cid}, not in 'categories'"
                 )
-            images[iid]["objects"].append((aid, cid, bbox, bool(a.get("iscrowd", 0))))
+            crowd = a.get("iscrowd", 0)
+            if type(crowd) not in (int, bool) or crowd not in (0, 1):
+                raise DataError(f"{jpath}: {where} iscrowd must be 0 or 1, got {_short(crowd)}")
+            images[iid]["objects"].append((aid, cid, bbox, bool(crowd)))
 
         records = []
         for iid in order:

@@ -83,13 +83,24 @@ def _orientation(im: Image.Image) -> int:
     return value if value in _TRANSPOSE else 1
 
 
+def _stored_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of the pixels as stored, before the EXIF orientation. Pillow's TIFF
+    reader reports the size after its orientation (and applies it on load): a TIFF's stored
+    size is the IFD's ImageWidth x ImageLength."""
+    if im.format == "TIFF":
+        width, height = im.tag_v2.get(256), im.tag_v2.get(257)
+        if isinstance(width, int) and isinstance(height, int):
+            return width, height
+    return im.size
+
+
 def image_header(path: str | os.PathLike) -> tuple[int, int, str, int]:
     """(height, width, mode, orientation) of an image file from its header, without decoding
     the pixels; height and width are those after the EXIF orientation is applied. Raises
     `DataError` naming the file when it is not a readable image."""
     try:
         with Image.open(path) as im:
-            width, height = im.size
+            width, height = _stored_size(im)
             mode = im.mode
             orientation = _orientation(im)
     except FileNotFoundError:
@@ -106,9 +117,14 @@ def read_image(path: str | os.PathLike) -> Image.Image:
 
     Raises `DataError` naming the file if it is missing, corrupt or truncated."""
     try:
-        with Image.open(path) as im:
+        # a file object, not the path: from a path Pillow maps uncompressed TIFF strips into
+        # memory at the size after the orientation, scrambling 8/16-bit grayscale TIFFs with
+        # orientation 5-8
+        with open(path, "rb") as f, Image.open(f) as im:
             orientation = _orientation(im)
             im.load()
+            if im.format == "TIFF" and ORIENTATION_TAG not in im.tag_v2:
+                orientation = 1  # Pillow's TIFF reader applied it on load (and dropped the tag)
             image = _apply_orientation(im, orientation)
             image = to_rgb(image)
     except FileNotFoundError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 
@@ -70,6 +71,7 @@ IMAGE_EXTENSIONS = (
     ".PNG",
 )
 _MAX_LISTED = 5
+_XML_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 def is_voc_root(path: str | os.PathLike) -> bool:
@@ -292,12 +294,11 @@ def _number(parent: ET.Element, tag: str, xml_path: str, where: str, required: b
         if not required:
             return None
         raise DataError(f"{xml_path}: {where} has no <{tag}>")
-    try:
-        value = float(el.text.strip())
-    except ValueError:
-        raise DataError(
-            f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a number"
-        ) from None
+    text = el.text.strip()
+    # float() alone would also read "1_0" as 10 and non-ASCII digits ("١٢" as 12)
+    if not _XML_NUMBER.fullmatch(text) and text.lower().lstrip("+-") not in ("inf", "infinity", "nan"):
+        raise DataError(f"{xml_path}: {where} <{tag}> is {text!r}, not a number")
+    value = float(text)
     if not math.isfinite(value):
         raise DataError(f"{xml_path}: {where} <{tag}> is {el.text.strip()!r}, not a finite number")
     return value

@@ -277,8 +277,10 @@ def check_targets(
             raise ValueError(f"targets[{i}]['boxes'] must be Tensor[N, 4], got {getattr(boxes, 'shape', type(boxes))}")
         if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
             raise ValueError(f"targets[{i}]['labels'] must be Tensor[N] with N = {boxes.shape[0]}, got {getattr(labels, 'shape', type(labels))}")
-        if labels.is_floating_point():
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"targets[{i}]['labels'] must be integers, got {labels.dtype}")
+        if boxes.is_complex() or boxes.dtype == torch.bool:
+            raise ValueError(f"targets[{i}]['boxes'] must be real numbers (float pixels), got {boxes.dtype}")
         if boxes.numel():
             if not bool(torch.isfinite(boxes).all()):
                 raise ValueError(f"targets[{i}]['boxes'] has non-finite coordinates")
