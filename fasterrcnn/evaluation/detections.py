@@ -284,7 +284,7 @@ def _json_values(entry: Mapping, key: str, where: str) -> np.ndarray:
     value = entry[key]
     rows = value if key == "boxes" else [value]
     if not isinstance(value, list) or not all(isinstance(r, list) and (key != "boxes" or len(r) == 4) for r in rows):
-        shape = "a list of [x1, y1, x2, y2]" if key == "boxes" else "a list of numbers"
+        shape = "a list of [x1, y1, x2, y2] (shape [N, 4])" if key == "boxes" else "a list of numbers"
         raise DataError(f"{where}: {key} must be {shape}, got {_short(value)}")
     floats = [[_number(v) for v in row] for row in rows]
     for row, nums in zip(rows, floats):
