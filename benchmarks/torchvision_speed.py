@@ -48,13 +48,16 @@ def main() -> None:
     parser.add_argument("--arch", action="append", choices=list(tvf.ARCHS), help="only these (repeatable)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights-none", action="store_true",
+                        help="build as weights=None, weights_backbone=None (BatchNorm2d everywhere) instead of the "
+                             "checkpoint layout (FrozenBatchNorm2d, whose float32 x*scale+bias runs outside autocast)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image = torch.rand(3, 375, 500, generator=torch.Generator().manual_seed(0))
     results = {}
     for arch in args.arch or list(tvf.ARCHS):
-        model = tvf.build(arch, {})
+        model = tvf.build(arch, {}, checkpoint_layout=not args.weights_none)
         tvf.load_synthetic_weights(model)
         fp32, fp32_cpu, n32 = time_model(model, image, args.repeat, bf16=False)
         model = model.to(memory_format=torch.channels_last)
@@ -64,8 +67,9 @@ def main() -> None:
                          "fp32_cpu_s": fp32_cpu, "bf16_cpu_s": bf16_cpu, "detections_fp32": n32, "detections_bf16": n16}
         print(f"{arch}: fp32 {fp32:.3f} s (cpu {fp32_cpu:.3f}), bf16+channels_last {bf16:.3f} s (cpu {bf16_cpu:.3f})",
               flush=True)
+    layout = "weights=None layout (BatchNorm2d)" if args.weights_none else "checkpoint layout (FrozenBatchNorm2d)"
     print(f"\ntorch {torch.__version__}, torchvision {tvf.torchvision.__version__}, {args.threads} threads, "
-          f"375x500 image, median of {args.repeat} after {WARMUP} warm-ups")
+          f"375x500 image, median of {args.repeat} after {WARMUP} warm-ups, {layout}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a busy machine inflates the wall times; "
           f"process CPU s / threads is the idle-machine bound)")
     print("| model | size (min/max) | fp32 s/img | bf16 + channels_last s/img | bf16 speed-up | fp32 / bf16 CPU s |")
