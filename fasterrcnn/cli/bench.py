@@ -65,10 +65,7 @@ def _run_ops(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeat must be >= 1, got {args.repeat}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: CUDA is not available on this machine")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     rows = run_ops_benchmark(repeat=args.repeat, device=args.device)
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "device": args.device, "rows": rows}, indent=2))
@@ -91,7 +88,6 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _run_model(args: argparse.Namespace) -> int:
-    import torch
 
     from fasterrcnn.benchmark.model import format_profile, profile_model
     from fasterrcnn.engine.precision import resolve_device, resolve_precision
@@ -100,10 +96,7 @@ def _run_model(args: argparse.Namespace) -> int:
     if args.repeat < 1 or args.warmup < 0 or args.batch_size < 1 or args.proposals < 1:
         raise ConfigError("--repeat, --batch-size and --proposals must be >= 1 and --warmup >= 0")
     size = _parse_size(args.size)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     try:
@@ -115,3 +108,15 @@ def _run_model(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from exc
     print(json.dumps(result, indent=2) if args.json else format_profile(result))
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads from --threads (None: torch's default)."""
+    import torch
+
+    from fasterrcnn.errors import ConfigError
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)

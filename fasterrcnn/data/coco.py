@@ -220,10 +220,12 @@ class COCODataset(DetectionDataset):
         )
 
 
-def _load_json(path: str) -> dict:
+def read_json(path: str, encoding: str = "utf-8"):
+    """A JSON annotation file's content; a missing, unreadable or malformed file is a
+    DataError naming it (the COCO and LabelMe readers)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, encoding=encoding) as f:
+            return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     except json.JSONDecodeError as exc:
@@ -232,6 +234,10 @@ def _load_json(path: str) -> dict:
         raise DataError(f"{path}: cannot read ({exc})") from None
     except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; too deeply nested
         raise DataError(f"{path}: malformed JSON ({exc})") from None
+
+
+def _load_json(path: str) -> dict:
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(
             f"{path}: expected a JSON object with 'images', 'annotations', 'categories'"

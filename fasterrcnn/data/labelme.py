@@ -20,7 +20,6 @@ whatever split is asked.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from fasterrcnn.data.base import (
     make_record,
     probe_image,
 )
-from fasterrcnn.data.coco import _int, _is_finite_number, _listing, _short
+from fasterrcnn.data.coco import _int, _is_finite_number, _listing, _short, read_json
 from fasterrcnn.data.formats import Reader
 from fasterrcnn.data.report import DataReport
 from fasterrcnn.errors import DataError
@@ -90,17 +89,7 @@ def _detect(path: str, split: str | None) -> dict | None:
 
 
 def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: malformed JSON ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; too deeply nested
-        raise DataError(f"{path}: malformed JSON ({exc})") from None
+    return read_json(path, encoding="utf-8-sig")  # annotation tools may write a byte-order mark
 
 
 def parse_labelme_json(path: str, image_dir: str | None = None) -> dict:
