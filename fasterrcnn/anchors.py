@@ -161,11 +161,16 @@ class AnchorGenerator(nn.Module):
         """k, the number of anchors per feature-map position."""
         return int(self.base_anchors.shape[0])
 
-    def forward(self, feature_size: tuple[int, int], dtype: torch.dtype = torch.float32) -> Tensor:
-        key = (int(feature_size[0]), int(feature_size[1]), self.base_anchors.device, dtype)
+    def forward(
+        self, feature_size: tuple[int, int], dtype: torch.dtype = torch.float32, stride: tuple[int, int] | None = None
+    ) -> Tensor:
+        """The anchors of a map of `feature_size` = (H, W), shifted by `stride` = (sy, sx)
+        pixels per position (default: this generator's stride on both axes)."""
+        step = (self.stride, self.stride) if stride is None else (int(stride[0]), int(stride[1]))
+        key = (int(feature_size[0]), int(feature_size[1]), self.base_anchors.device, dtype, step)
         anchors = self._cache.get(key)
         if anchors is None:
-            anchors = grid_anchors(self.base_anchors, key[:2], self.stride, dtype=dtype)
+            anchors = grid_anchors(self.base_anchors, key[:2], step, dtype=dtype)
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = anchors
@@ -179,12 +184,21 @@ class MultiLevelAnchors(nn.Module):
     """One `AnchorGenerator` per feature level (each with its stride and anchors, the same
     number k per position, since one RPN head is shared by all levels: FPN, Sec. 4.1).
 
+    `stride_rule` says how far apart a level's anchors are: "declared", each generator's
+    stride (the paper's code: `feat_stride`); "input", the padded input size divided (floor)
+    by the map's size on each axis, as torchvision's `AnchorGenerator` does. They differ where
+    a map is rounded up, e.g. an FPN's max-pooled level of a 480-px input: 8 rows, 480 // 8 = 60
+    px apart, not 64.
+
     `forward(feature_sizes)` returns the anchors of every level concatenated in level order
     (within a level, (y, x, a) order), and the number of anchors of each level. With one level
     this is exactly that level's `AnchorGenerator`."""
 
-    def __init__(self, generators: Sequence[AnchorGenerator]) -> None:
+    def __init__(self, generators: Sequence[AnchorGenerator], stride_rule: str = "declared") -> None:
         super().__init__()
+        if stride_rule not in ("declared", "input"):
+            raise ValueError(f"stride_rule must be 'declared' or 'input', got {stride_rule!r}")
+        self.stride_rule = stride_rule
         if not generators:
             raise ValueError("MultiLevelAnchors needs at least one AnchorGenerator")
         ks = {g.num_anchors for g in generators}
@@ -193,13 +207,16 @@ class MultiLevelAnchors(nn.Module):
         self.levels = nn.ModuleList(generators)
 
     @classmethod
-    def centred(cls, strides: Sequence[int], sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]]) -> MultiLevelAnchors:
+    def centred(
+        cls, strides: Sequence[int], sizes: Sequence[Sequence[float]], ratios: Sequence[Sequence[float]],
+        stride_rule: str = "declared",
+    ) -> MultiLevelAnchors:
         """The feature-pyramid anchors: level l has stride strides[l], sizes[l] and ratios[l]
         (`centred_base_anchors`), e.g. torchvision's R50-FPN: sizes ((32,), (64,), ...)."""
         if not (len(strides) == len(sizes) == len(ratios)):
             raise ValueError(f"one sizes and ratios entry per level: {len(strides)} strides, {len(sizes)} sizes, {len(ratios)} ratios")
         return cls([AnchorGenerator(st, r, [s / st for s in sz], base_anchors=centred_base_anchors(sz, r))
-                    for st, sz, r in zip(strides, sizes, ratios)])
+                    for st, sz, r in zip(strides, sizes, ratios)], stride_rule)
 
     @property
     def num_anchors(self) -> int:
@@ -210,9 +227,24 @@ class MultiLevelAnchors(nn.Module):
     def strides(self) -> list[int]:
         return [g.stride for g in self.levels]
 
-    def forward(self, feature_sizes: Sequence[tuple[int, int]], dtype: torch.dtype = torch.float32) -> tuple[Tensor, list[int]]:
+    def extra_repr(self) -> str:
+        return f"stride_rule={self.stride_rule!r}"
+
+    def forward(
+        self,
+        feature_sizes: Sequence[tuple[int, int]],
+        dtype: torch.dtype = torch.float32,
+        input_size: tuple[int, int] | None = None,
+    ) -> tuple[Tensor, list[int]]:
+        """`input_size`: the padded batch's (H, W), needed by the "input" stride rule."""
         if len(feature_sizes) != len(self.levels):
             raise ValueError(f"got {len(feature_sizes)} feature maps for {len(self.levels)} anchor levels")
-        per_level = [g(tuple(size), dtype) for g, size in zip(self.levels, feature_sizes)]
+        strides = [None] * len(self.levels)
+        if self.stride_rule == "input":
+            if input_size is None:
+                raise ValueError("stride_rule='input' needs the padded input size (input_size=(H, W))")
+            strides = [(int(input_size[0]) // max(int(h), 1), int(input_size[1]) // max(int(w), 1))
+                       for h, w in feature_sizes]
+        per_level = [g(tuple(size), dtype, st) for g, size, st in zip(self.levels, feature_sizes, strides)]
         anchors = per_level[0] if len(per_level) == 1 else torch.cat(per_level)
         return anchors, [a.shape[0] for a in per_level]

@@ -39,6 +39,23 @@ def test_multi_level_anchors_concatenate_levels_in_order():
     assert anchors[7].tolist() == [-8.0, -16.0, 24.0, 16.0]
 
 
+def test_input_stride_rule_spaces_anchors_by_input_over_map_size():
+    # an FPN's pooled level of a 480 x 320 input: 8 x 5 positions; torchvision's rule puts them
+    # 480 // 8 = 60 px apart in y and 320 // 5 = 64 px in x, the declared rule 64 px on both
+    declared = MultiLevelAnchors.centred([64], [(32,)], [(1.0,)])
+    by_input = MultiLevelAnchors.centred([64], [(32,)], [(1.0,)], stride_rule="input")
+    a, _ = declared([(8, 5)])
+    b, _ = by_input([(8, 5)], input_size=(480, 320))
+    centres = lambda t: ((t[:, 0] + t[:, 2]) / 2, (t[:, 1] + t[:, 3]) / 2)  # noqa: E731
+    (ax, ay), (bx, by) = centres(a), centres(b)
+    assert torch.equal(ax, bx) and torch.equal(ay, ay.new_tensor([64.0 * (i // 5) for i in range(40)]))
+    assert torch.equal(by, by.new_tensor([60.0 * (i // 5) for i in range(40)]))
+    with pytest.raises(ValueError, match="input_size"):
+        by_input([(8, 5)])
+    with pytest.raises(ValueError, match="stride_rule"):
+        MultiLevelAnchors.centred([64], [(32,)], [(1.0,)], stride_rule="inferred")
+
+
 def _brute_force_proposals(anchors, logits, deltas, counts, size, pre_n, post_n, thresh):
     """Per level: top-`pre_n` logits; decode, clip; then greedy NMS within each level over all
     levels' candidates in decreasing score; the first `post_n`."""

@@ -40,6 +40,9 @@ class AnchorConfig:
     # feature pyramids (FPN, Sec. 4.1): absolute anchor sizes per level, centred anchors
     # (torchvision's convention); None: the paper's `scales` x stride on every level
     sizes: tuple[tuple[float, ...], ...] | None = None
+    # how far apart a level's anchors are: "declared", the backbone's stride (the paper's
+    # code); "input", padded input size // map size per axis (torchvision's AnchorGenerator)
+    stride_rule: Literal["declared", "input"] = "declared"
 
 
 @dataclass
@@ -278,7 +281,7 @@ def register_preset(name: str, backbone: str, **overrides: Any) -> None:
 
 _TORCHVISION = {
     "transform": {"min_size": 800, "max_size": 1333, "size_divisible": 32, "resize_mode": "torchvision"},
-    "anchors": {"sizes": [[32], [64], [128], [256], [512]]},
+    "anchors": {"sizes": [[32], [64], [128], [256], [512]], "stride_rule": "input"},
     "rpn": {"objectness": "sigmoid", "pre_nms_top_n_train": 2000, "post_nms_top_n_train": 2000,
             "pre_nms_top_n_test": 1000, "post_nms_top_n_test": 1000, "min_box_size": 1e-3,
             "scale_min_box_size": False, "filter_before_topk": False, "allowed_border": -1.0,
@@ -286,7 +289,7 @@ _TORCHVISION = {
     "roi_heads": {"pooler": "roi_align", "sampling_ratio": 2, "aligned": False, "batch_size_per_image": 512,
                   "bg_iou_thresh_lo": 0.0, "nms_thresh": 0.5, "smooth_l1_beta": 1.0 / 9.0},
 }
-_MOBILE = {"anchors": {"sizes": [[32, 64, 128, 256, 512]] * 3}, "rpn": {"proposal_score_thresh": 0.05}}
+_MOBILE = {"anchors": {"sizes": [[32, 64, 128, 256, 512]] * 3, "stride_rule": "input"}, "rpn": {"proposal_score_thresh": 0.05}}
 
 for _p in ("vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101"):
     register_preset(_p, _p)

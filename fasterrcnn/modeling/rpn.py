@@ -209,9 +209,11 @@ class RegionProposalNetwork(nn.Module):
         if anchor_cfg.sizes is not None:
             if len(anchor_cfg.sizes) != len(strides):
                 raise ValueError(f"anchors.sizes has {len(anchor_cfg.sizes)} levels but the backbone has {len(strides)}")
-            anchors = MultiLevelAnchors.centred(strides, anchor_cfg.sizes, [anchor_cfg.ratios] * len(strides))
+            anchors = MultiLevelAnchors.centred(strides, anchor_cfg.sizes, [anchor_cfg.ratios] * len(strides),
+                                                anchor_cfg.stride_rule)
         else:
-            anchors = MultiLevelAnchors([AnchorGenerator(s, anchor_cfg.ratios, anchor_cfg.scales) for s in strides])
+            anchors = MultiLevelAnchors([AnchorGenerator(s, anchor_cfg.ratios, anchor_cfg.scales) for s in strides],
+                                        anchor_cfg.stride_rule)
         head = RPNHead(in_channels, channels, anchors.num_anchors, cfg.objectness, cfg.init_std, num_convs=cfg.head_convs)
         box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), legacy_plus_one=legacy_plus_one)
         return cls(anchors, head, ProposalLayer.from_config(cfg, box_coder), box_coder,
@@ -226,10 +228,12 @@ class RegionProposalNetwork(nn.Module):
         gt_boxes: list[Tensor] | None = None,
         num_proposals: int | None = None,
         clock: StageClock = no_clock,
+        input_size: tuple[int, int] | None = None,
     ) -> RPNOutput:
         """Proposals for each image (and the losses when `gt_boxes` are given); with
         `num_proposals`, that many are kept after NMS instead of the configured top-M.
-        `features`: the backbone's levels (a mapping, in level order) or one map."""
+        `features`: the backbone's levels (a mapping, in level order) or one map;
+        `input_size`: the padded batch's (H, W) (the anchors' "input" stride rule needs it)."""
         maps = list(features.values()) if isinstance(features, Mapping) else [features]
         if len(maps) > len(self.anchor_generator.levels):  # e.g. an FPN's extra level, pooled only
             maps = maps[: len(self.anchor_generator.levels)]
@@ -237,7 +241,7 @@ class RegionProposalNetwork(nn.Module):
             outs = [self.head.flatten(*self.head(m)) for m in maps]
             logits = outs[0][0] if len(outs) == 1 else torch.cat([o[0] for o in outs], dim=1)
             flat_deltas = outs[0][1] if len(outs) == 1 else torch.cat([o[1] for o in outs], dim=1)
-            anchors, counts = self.anchor_generator([tuple(m.shape[-2:]) for m in maps])
+            anchors, counts = self.anchor_generator([tuple(m.shape[-2:]) for m in maps], input_size=input_size)
         with clock("proposals"):
             proposals, scores = self.proposal_layer(
                 anchors, logits.detach(), flat_deltas.detach(), image_sizes, scales, post_n=num_proposals,
