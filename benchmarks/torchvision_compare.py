@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -88,13 +87,11 @@ def ours(arch: str, repeat: int, modes: list[str]) -> dict:
 
     import fasterrcnn
     from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
-    from fasterrcnn.modeling.torchvision_weights import torchvision_key_map
+    from fasterrcnn.modeling.torchvision_weights import torchvision_state_dict
 
     torch.set_num_threads(2)
     skeleton = fasterrcnn.build_model(TORCHVISION_ARCHS[arch], 90)
-    inverse = {v: k for k, v in torchvision_key_map(skeleton).items()}
-    spec = {inverse[k]: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in skeleton.state_dict().items()
-            if k in inverse}
+    spec = {k: (tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in torchvision_state_dict(skeleton).items()}
     state = make_state_dict(spec)
     image = torch.rand(3, 375, 500, generator=torch.Generator().manual_seed(0))
     out: dict = {}

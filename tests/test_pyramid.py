@@ -119,13 +119,12 @@ def test_fpn_pooler_uses_the_level_rule_and_roi_align_per_level():
 
 @pytest.mark.parametrize("preset", ["resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn"])
 def test_torchvision_state_dicts_map_with_no_missing_or_unexpected_keys(preset):
-    from fasterrcnn.modeling.torchvision_weights import TORCHVISION_ARCHS, load_torchvision, torchvision_key_map
+    from fasterrcnn.modeling.torchvision_weights import TORCHVISION_ARCHS, load_torchvision, torchvision_state_dict
 
     arch = next(a for a, p in TORCHVISION_ARCHS.items() if p == preset)
     model = fasterrcnn.build_model(preset, 90)
-    inverse = {v: k for k, v in torchvision_key_map(model).items()}
     torch.manual_seed(0)
-    state = {inverse[k]: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in torchvision_state_dict(model).items()}
     assert all(k.startswith(("backbone.body.", "backbone.fpn.", "rpn.head.", "roi_heads.box_head.",
                              "roi_heads.box_predictor.")) for k in state)
     loaded = load_torchvision(arch, state)
@@ -183,11 +182,10 @@ def test_detect_runs_torchvision_weights_from_the_command_line(tmp_path, capsys)
     from PIL import Image
 
     from fasterrcnn.cli import main
-    from fasterrcnn.modeling.torchvision_weights import torchvision_key_map
+    from fasterrcnn.modeling.torchvision_weights import torchvision_state_dict
 
     model = fasterrcnn.build_model("mobilenet_v3_large_320_fpn", 90)
-    inverse = {v: k for k, v in torchvision_key_map(model).items()}
-    torch.save({inverse[k]: v for k, v in model.state_dict().items()}, tmp_path / "tv.pth")
+    torch.save(torchvision_state_dict(model), tmp_path / "tv.pth")
     Image.new("RGB", (160, 120), (90, 140, 200)).save(tmp_path / "photo.jpg")
     arch = ["--torchvision", "fasterrcnn_mobilenet_v3_large_320_fpn"]
     assert main(["detect", str(tmp_path / "photo.jpg"), *arch, "--out", str(tmp_path / "det"), "--workers", "0",
@@ -206,11 +204,10 @@ def test_fine_tuning_from_torchvision_weights_on_other_classes(tmp_path, capsys)
     from fasterrcnn.cli import main
     from fasterrcnn.data.synth import generate
     from fasterrcnn.modeling.checkpoint import load_checkpoint
-    from fasterrcnn.modeling.torchvision_weights import load_torchvision, torchvision_key_map
+    from fasterrcnn.modeling.torchvision_weights import load_torchvision, torchvision_state_dict
 
     coco = fasterrcnn.build_model("mobilenet_v3_large_320_fpn", 90)
-    inverse = {v: k for k, v in torchvision_key_map(coco).items()}
-    state = {inverse[k]: v for k, v in coco.state_dict().items()}
+    state = torchvision_state_dict(coco)
     mine = load_torchvision("fasterrcnn_mobilenet_v3_large_320_fpn", state, num_classes=3, class_names=["a", "b", "c"])
     assert mine.roi_heads.predictor.cls_score.out_features == 4 and mine.class_names == ["a", "b", "c"]
     got = mine.state_dict()

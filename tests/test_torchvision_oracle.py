@@ -72,7 +72,7 @@ def test_stage_outputs_match_torchvision(arch):
             assert list(feats) == list(rec["features"])
             for name, frec in rec["features"].items():
                 _close(_sampled(feats[name], frec), frec["values"])
-            out = model.rpn(feats, batch.image_sizes, batch.mean_scales(), input_size=tuple(batch.tensor.shape[-2:]))
+            out = model.rpn(feats, batch.image_sizes, batch.mean_scales(), input_size=batch.padded_size)
             props = out.proposals[0]
             assert props.shape == rec["proposals"].shape
             # The same proposals but for near ties: the two builds' convolutions differ by ~1e-6,
@@ -121,7 +121,7 @@ def _batch_proposals(model, images: list[torch.Tensor]) -> list[torch.Tensor]:
     with torch.no_grad():
         batch = model.transform(images)
         return model.rpn(model.backbone(batch.tensor), batch.image_sizes, batch.mean_scales(),
-                         input_size=tuple(batch.tensor.shape[-2:])).proposals
+                         input_size=batch.padded_size).proposals
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -179,7 +179,7 @@ class FasterRCNN(nn.Module):
             gt_boxes = [g["boxes"] for g in gt] if gt else None
             wanted = None if self.training or num_proposals is None else num_proposals
             out = self.rpn(features, batch.image_sizes, batch.mean_scales(), gt_boxes, num_proposals=wanted, clock=clock,
-                           input_size=tuple(batch.tensor.shape[-2:]))
+                           input_size=batch.padded_size)
             props, prop_scores = out.proposals, out.scores
             losses.update(out.losses)
         if self.training and self.stage == "rpn":
@@ -204,7 +204,7 @@ class FasterRCNN(nn.Module):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         batch = self.transform(images)
         out = self.rpn(self.backbone(batch.tensor), batch.image_sizes, batch.mean_scales(),
-                       input_size=tuple(batch.tensor.shape[-2:]))
+                       input_size=batch.padded_size)
         results = []
         for p, s, scale, size in zip(out.proposals, out.scores, batch.scales, original_sizes):
             boxes = clip_boxes_to_image(DetectionTransform.scale_boxes(p, (1 / scale[0], 1 / scale[1])), size)

@@ -32,7 +32,7 @@ from torch import Tensor
 from fasterrcnn.errors import CheckpointError, ConfigError
 from fasterrcnn.modeling.torchvision_archs import TORCHVISION_ARCHS
 
-__all__ = ["COCO_CATEGORIES", "TORCHVISION_ARCHS", "load_torchvision", "torchvision_key_map"]
+__all__ = ["COCO_CATEGORIES", "TORCHVISION_ARCHS", "load_torchvision", "torchvision_key_map", "torchvision_state_dict"]
 
 # The 90 label ids of torchvision's COCO detection models (index = label; 0 is background).
 COCO_CATEGORIES: tuple[str, ...] = (
@@ -56,6 +56,13 @@ def torchvision_key_map(model: torch.nn.Module) -> dict[str, str]:
         if not key.startswith("backbone."):
             mapping.setdefault(_tv_name(key), key)
     return mapping
+
+
+def torchvision_state_dict(model: torch.nn.Module) -> dict[str, Tensor]:
+    """The model's state dict under torchvision's names (the inverse of `load_torchvision`'s
+    map): what torchvision's model of the same architecture loads strictly."""
+    inverse = {ours: tv for tv, ours in torchvision_key_map(model).items()}
+    return {inverse[k]: v for k, v in model.state_dict().items()}
 
 
 def _tv_name(ours: str) -> str:

@@ -58,6 +58,11 @@ class ImageBatch:
     def mean_scales(self) -> list[float]:
         return [(sy + sx) / 2 for sy, sx in self.scales]
 
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """(H, W) of the padded batch tensor."""
+        return int(self.tensor.shape[-2]), int(self.tensor.shape[-1])
+
 
 def check_images(images: object) -> list[Tensor]:
     """The model's image argument as a list of Tensor[3, H, W] (a Tensor[N, 3, H, W] is split)."""
