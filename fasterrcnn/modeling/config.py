@@ -302,6 +302,20 @@ register_preset("mobilenet_v3_large_320_fpn", "mobilenet_v3_large_fpn",
                    "transform": {**_TORCHVISION["transform"], "min_size": 320, "max_size": 640},
                    "rpn": {**_TORCHVISION["rpn"], **_MOBILE["rpn"], "pre_nms_top_n_test": 150, "post_nms_top_n_test": 150}})
 
+
+# EfficientNet-Lite, for fine-tuning from its ImageNet weights: the C4 layout keeps the paper's
+# method (anchors, sampling, losses, 300 proposals) with RoIAlign in place of RoI max pooling
+# (as detectron2's C4 models); the FPN layout is torchvision's FPN recipe at the paper's input
+# size, with two anchor sizes an octave apart per level (strides 8..64) and 300 proposals.
+_LITE_C4 = {"roi_heads": {"pooler": "roi_align", "sampling_ratio": 2, "aligned": True}}
+_LITE_FPN = {**_TORCHVISION,
+             "transform": {"min_size": 600, "max_size": 1000, "size_divisible": 32},
+             "anchors": {"sizes": [[32, 64], [64, 128], [128, 256], [256, 512]], "stride_rule": "declared"},
+             "rpn": {**_TORCHVISION["rpn"], "pre_nms_top_n_test": 1000, "post_nms_top_n_test": 300}}
+for _n in (0, 1, 2):
+    register_preset(f"efficientnet_lite{_n}", f"efficientnet_lite{_n}", **_LITE_C4)
+    register_preset(f"efficientnet_lite{_n}_fpn", f"efficientnet_lite{_n}_fpn", **_LITE_FPN)
+
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 

@@ -18,6 +18,9 @@ layers") and the box head (the detector's two fully connected layers, fc6/fc7) o
     resnet34    C4                            256   256   14   layer4 + avg pool        512
     resnet50    C4                            1024  1024  14   layer4 + avg pool        2048
     resnet101   C4                            1024  1024  14   layer4 + avg pool        2048
+    efficientnet_lite0/1/2  C4: stem..stage 5 112/112/120 256  14  stages 6-7 + 1x1 + pool 1280
+    efficientnet_lite0/1/2_fpn, resnet50_fpn(_v2), mobilenet_v3_large_fpn: feature pyramids
+        (several levels, see pyramid.py and efficientnet_lite.py)
 
 `load_pretrained(name, trunk, head, state_dict)` loads ImageNet classification weights in
 torchvision's key format (vgg16, resnet*) or in the backbone's own key format (zf: `conv1.*` ..
@@ -32,7 +35,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from . import pyramid, resnet, small, vgg, zf
+from . import efficientnet_lite, pyramid, resnet, small, vgg, zf
 from .base import Backbone, BackboneInfo, FeatureLevel, FrozenBatchNorm2d, fold_batchnorm, load_into
 
 __all__ = [
@@ -84,6 +87,12 @@ for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
 register_backbone(BackboneSpec("resnet50_fpn", pyramid.build_resnet50_fpn, ("bn_eps",), resnet.IGNORED_PREFIXES))
 register_backbone(BackboneSpec("resnet50_fpn_v2", pyramid.build_resnet50_fpn_v2, (), resnet.IGNORED_PREFIXES))
 register_backbone(BackboneSpec("mobilenet_v3_large_fpn", pyramid.build_mobilenet_v3_large_fpn, (), ("classifier.",)))
+for _name in efficientnet_lite.ARCHS:
+    register_backbone(BackboneSpec(_name, partial(efficientnet_lite.build_efficientnet_lite, _name), ("norm",),
+                                   efficientnet_lite.IGNORED_PREFIXES))
+    # the FPN layout has no use for the classifier's 1x1 head conv either
+    register_backbone(BackboneSpec(f"{_name}_fpn", partial(efficientnet_lite.build_efficientnet_lite_fpn, _name), ("norm",),
+                                   (*efficientnet_lite.IGNORED_PREFIXES, "_conv_head.", "_bn1.")))
 
 # The names, in registration order (what --help and error messages list).
 BACKBONES: tuple[str, ...] = tuple(_REGISTRY)
@@ -122,7 +131,7 @@ def load_pretrained(
 
     Keys are torchvision's for vgg16 (`features.N.*`, `classifier.0/3.*`) and resnet*
     (`conv1.weight`, `bn1.*`, `layerK.*`); the 1000-way classifier (`classifier.6.*`, `fc.*`;
-    `fc8.*` for zf) and `num_batches_tracked` entries of frozen batch norms are reported under
+    `fc8.*` for zf; `_fc.*` for efficientnet_lite*) and `num_batches_tracked` entries of frozen batch norms are reported under
     "ignored", not as errors. Returns {"missing": [...], "unexpected": [...], "ignored": [...]}.
     A shape mismatch raises `fasterrcnn.errors.CheckpointError` (a ValueError) naming the key,
     before any weight is changed.

@@ -222,7 +222,8 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every batch norm that directly follows a conv into that conv, for inference.
 
     Pairs are found by name inside each module: `convN`/`bnN` (torchvision ResNet blocks),
-    `conv`/`bn` (the small backbone), and consecutive (Conv2d, norm) entries of an
+    `conv`/`bn` (the small backbone), the (conv, norm) names a module lists in its
+    `batchnorm_pairs` attribute (EfficientNet-Lite), and consecutive (Conv2d, norm) entries of an
     nn.Sequential (ResNet `downsample`). Folded norms become nn.Identity. The module must be
     in eval mode (trainable batch norm would otherwise keep updating statistics the conv no
     longer sees); the state-dict layout changes (conv biases appear, norms vanish), so fold
@@ -239,6 +240,11 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                 if isinstance(children[a], nn.Conv2d) and isinstance(children[b], norm_types):
                     _fold_pair(children[a], children[b])
                     setattr(parent, b, nn.Identity())
+        for conv_name, bn_name in getattr(parent, "batchnorm_pairs", ()):  # declared by the module
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, norm_types):
+                _fold_pair(conv, bn)
+                setattr(parent, bn_name, nn.Identity())
         for name, child in children.items():
             if not isinstance(child, nn.Conv2d):
                 continue
