@@ -87,8 +87,8 @@ def make(ctx: Context, out: Path) -> Result:
     ax.set_ylim(max(h, float(centred[:, 3].max()) + 10), min(-0.5, float(centred[:, 1].min()) - 10))
     ax.legend(fontsize=7, loc="lower right", ncol=1, framealpha=0.8, title="w x h (h:w)", title_fontsize=7)
     ax.set_title(f"the model's k = {len(base)} base anchors at map position ({cx}, {cy}):\n"
-                 f"areas {', '.join(f'{s:g}²' for s in sizes)} x h:w {', '.join(_ratio(r, 1) for r in ratios)}"
-                 " (paper: 128², 256², 512² x 1:2, 1:1, 2:1)")
+                 f"areas {', '.join(f'{s:g}²' for s in sizes)} x h:w {', '.join(_ratio(r, 1) for r in ratios)}\n"
+                 "(paper: 128², 256², 512² x 1:2, 1:1, 2:1)", fontsize=9)
 
     # (b) anchor centres at stride 16 and 8 over the whole image, and a zoom on 12 x 12 cells
     ax = axes[0, 1]

@@ -108,7 +108,7 @@ def make(ctx: Context, out: Path) -> Result:
     ax.set_xscale("log")
     ax.set_xlim(1e3, MULTIBOX_OUTPUT * 30)
     ax.set_xlabel("output-layer weights (log scale)")
-    ax.set_title("translation-invariant anchors keep the output layer small (Sec. 3.1.1)")
+    ax.set_title("translation-invariant anchors keep the output layer small\n(Sec. 3.1.1)")
     fig.suptitle(f"Faster R-CNN ({_model.preset_name(model)}): the real shapes and parameter counts")
     footnote(fig, f"{ctx.model_note}; {ctx.image_note}; output-layer counts are weights (biases: {head['biases']} more)")
     save(fig, out / FILES[0])

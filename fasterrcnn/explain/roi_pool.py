@@ -78,7 +78,7 @@ def make(ctx: Context, out: Path) -> Result:
     drawn_max = torch.tensor([[float(x[0, 0, a:b, c:d].max()) if b > a and d > c else 0.0 for c, d in cols] for a, b in rows])
 
     fig, axes = plt.subplots(2, 3, figsize=(14, 9), layout="constrained")
-    show_image(axes[0, 0], prep.rgb, f"proposal #{i + 1} (objectness {float(scores[i]):.2f}) on the network input")
+    show_image(axes[0, 0], prep.rgb, f"proposal #{i + 1} (objectness {float(scores[i]):.2f})\non the network input")
     draw_boxes(axes[0, 0], [box], "#00e5ff", lw=2)
     fm = x[0, 0].numpy()
     vmin, vmax = float(fm.min()), float(fm.max())
@@ -91,7 +91,7 @@ def make(ctx: Context, out: Path) -> Result:
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"channel {ch} of the {fmap.shape[0]}-channel {fmap.shape[1]}x{fmap.shape[2]} map the head pools")
     zoom = (c0 - 1.5, c1 + 0.5, r1 + 0.5, r0 - 1.5)
-    for ax, title in ((axes[0, 1], f"RoI pooling: {n}x{n} bins of whole cells (neighbours may share a cell), max of each"),
+    for ax, title in ((axes[0, 1], f"RoI pooling: {n}x{n} bins of whole cells\n(neighbours may share a cell), max of each"),
                       (axes[1, 1], f"RoIAlign: {n}x{n} bins, {sr}x{sr} bilinear samples each, averaged")):
         ax.imshow(fm, cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
         ax.set_xlim(zoom[0], zoom[1])
