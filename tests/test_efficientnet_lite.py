@@ -128,6 +128,11 @@ def test_trunk_and_pyramid_geometry():
     assert list(levels) == ["0", "1", "2", "pool"]
     assert [tuple(v.shape[-2:]) for v in levels.values()] == [(25, 42), (13, 21), (7, 11), (4, 6)]
     assert backbone.strides == [8, 16, 32, 64] and fpn_info.pool_skip_levels == ("pool",)
+    assert {v.shape[1] for v in levels.values()} == {128} == {fpn_info.out_channels}
+    wide, wide_head, wide_info = build_backbone("efficientnet_lite0_fpn", fpn_channels=256)
+    assert wide.out_channels == wide_info.rpn_channels == 256 and wide_head.fc6.in_features == 256 * 7 * 7
+    with pytest.raises(ValueError, match="fpn_channels"):
+        build_backbone("efficientnet_lite0_fpn", fpn_channels=0)
 
 
 def test_frozen_stages_by_stride():

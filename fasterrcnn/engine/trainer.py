@@ -181,8 +181,8 @@ class Trainer:
             if source == "auto":
                 source = imagenet_weights(model.config.backbone)
             report = load_imagenet_weights(model, source)
-            self.log(f"loaded ImageNet weights from {source} (new layers: {len(report['missing'])} tensors; "
-                     f"unused: {len(report['unexpected']) + len(report['ignored'])})")
+            self.log(f"loaded ImageNet weights from {source} into the backbone and box head ({len(report['missing'])} "
+                     f"of their tensors not in the file, {len(report['unexpected']) + len(report['ignored'])} file entries unused)")
         return model.to(self.device)
 
     def stages(self) -> list[StageSpec]:

@@ -91,7 +91,8 @@ for _name in efficientnet_lite.ARCHS:
     register_backbone(BackboneSpec(_name, partial(efficientnet_lite.build_efficientnet_lite, _name), ("norm",),
                                    efficientnet_lite.IGNORED_PREFIXES))
     # the FPN layout has no use for the classifier's 1x1 head conv either
-    register_backbone(BackboneSpec(f"{_name}_fpn", partial(efficientnet_lite.build_efficientnet_lite_fpn, _name), ("norm",),
+    register_backbone(BackboneSpec(f"{_name}_fpn", partial(efficientnet_lite.build_efficientnet_lite_fpn, _name),
+                                   ("norm", "fpn_channels"),
                                    (*efficientnet_lite.IGNORED_PREFIXES, "_conv_head.", "_bn1.")))
 
 # The names, in registration order (what --help and error messages list).

@@ -29,7 +29,7 @@ Layouts built here:
   (the first block's stride 2 maps 14 x 14 RoI features to 7 x 7), the 1x1 head conv and
   global average pooling -> 1280 features.
 - `efficientnet_liteN_fpn`: the body returns stages 3, 5 and 7 (strides 8, 16, 32) to an FPN
-  (Lin et al. 2017) with a max-pooled extra level; the box head is the FPN models' two fc
+  (Lin et al. 2017; 128 channels by default, option `fpn_channels`) with a max-pooled extra level; the box head is the FPN models' two fc
   layers (modeling/box_heads.py).
 
 Parameter names are the reference PyTorch port's (`_conv_stem.weight`, `_bn0.*`,
@@ -86,7 +86,7 @@ ARCHS: dict[str, tuple[float, float]] = {
 # Stage groups by feature stride, for `frozen_stages`: (stem, 1, 2) | 3 | 4, 5 | 6, 7, head.
 _STRIDE_GROUPS = ((0, 1, 2), (3,), (4, 5), (6, 7, 8))
 FPN_STAGES = (3, 5, 7)  # strides 8, 16, 32
-FPN_CHANNELS = 256
+FPN_CHANNELS = 128  # EfficientDet-Lite's BiFPN is 64-wide: these trunks are made for CPUs
 FPN_POOLED = 7
 
 
@@ -304,13 +304,16 @@ def build_efficientnet_lite(arch: str, frozen_stages: int | None = None, *, norm
     return trunk, head, _info(arch, trunk.out_channels, 256, 14, head.out_features)
 
 
-def build_efficientnet_lite_fpn(arch: str, frozen_stages: int | None = None, *, norm: str = "frozen"
-                                ) -> tuple[Backbone, nn.Module, BackboneInfo]:
-    """The FPN layout: stages 3, 5, 7 -> FPN (256 channels, max-pooled extra level), 2-fc head."""
+def build_efficientnet_lite_fpn(arch: str, frozen_stages: int | None = None, *, norm: str = "frozen",
+                                fpn_channels: int = FPN_CHANNELS) -> tuple[Backbone, nn.Module, BackboneInfo]:
+    """The FPN layout: stages 3, 5, 7 -> FPN (`fpn_channels` wide, default 128; a max-pooled
+    extra level), two fc layers of 1024 as the box head."""
     frozen = check_frozen_stages(f"{arch}_fpn", 1 if frozen_stages is None else frozen_stages, 4)
+    if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
+        raise ValueError(f"fpn_channels must be a positive int, got {fpn_channels!r}")
     body = EfficientNetLiteTrunk(arch, norm, last_stage=7, returned_stages=FPN_STAGES)
     body.freeze_groups(frozen)
-    fpn = FPN.from_levels(body.levels, FPN_CHANNELS)
-    head = TwoMLPHead(FPN_CHANNELS * FPN_POOLED * FPN_POOLED, 1024)
-    info = _info(f"{arch}_fpn", FPN_CHANNELS, FPN_CHANNELS, FPN_POOLED, head.out_features, ("pool",))
+    fpn = FPN.from_levels(body.levels, fpn_channels)
+    head = TwoMLPHead(fpn_channels * FPN_POOLED * FPN_POOLED, 1024)
+    info = _info(f"{arch}_fpn", fpn_channels, fpn_channels, FPN_POOLED, head.out_features, ("pool",))
     return Backbone(body, fpn.levels, neck=fpn), head, info
