@@ -173,8 +173,8 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if hasattr(self, "_expand_conv"):
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
@@ -247,7 +247,7 @@ class EfficientNetLiteTrunk(_Frozen):
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor | OrderedDict[str, Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         out: OrderedDict[str, Tensor] = OrderedDict()
         for key, block in self._blocks.items():
             x = block(x)
@@ -273,7 +273,7 @@ class EfficientNetLiteC4Head(_Frozen):
     def forward(self, x: Tensor) -> Tensor:
         for block in self._blocks.values():
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True).mean(dim=(2, 3))
 
 
 def _init(module: nn.Module) -> None:
