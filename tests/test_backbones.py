@@ -65,7 +65,9 @@ def built():
 
 def test_registry_names_and_errors():
     assert BACKBONES == ("vgg16", "zf", "small", "resnet18", "resnet34", "resnet50", "resnet101",
-                         "resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn")
+                         "resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn",
+                         "efficientnet_lite0", "efficientnet_lite0_fpn", "efficientnet_lite1", "efficientnet_lite1_fpn",
+                         "efficientnet_lite2", "efficientnet_lite2_fpn")
     with pytest.raises(ValueError) as e:
         build_backbone("vgg19")
     for name in BACKBONES:

@@ -62,6 +62,7 @@ from fasterrcnn.modeling.box_heads import TwoMLPHead
 from fasterrcnn.modeling.necks.fpn import FPN
 
 from .base import Backbone, BackboneInfo, FeatureLevel, FrozenBatchNorm2d, check_frozen_stages, freeze
+from .resnet import _init  # He (fan-out) normal convs, unit-scale norms, as the reference
 
 __all__ = ["ARCHS", "EfficientNetLiteC4Head", "EfficientNetLiteTrunk", "build_efficientnet_lite",
            "build_efficientnet_lite_fpn", "stage_layout"]
@@ -274,16 +275,6 @@ class EfficientNetLiteC4Head(_Frozen):
         for block in self._blocks.values():
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x)), inplace=True).mean(dim=(2, 3))
-
-
-def _init(module: nn.Module) -> None:
-    """Fresh weights as the reference: He (fan-out) normal convs, unit-scale norms."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _info(name: str, out_channels: int, rpn_channels: int, roi_output_size: int, head_features: int,
