@@ -191,3 +191,24 @@ def test_hflip_boxes_follows_the_mirrored_pixels():
     boxes[:, 2:] += boxes[:, :2]
     torch.testing.assert_close(hflip_boxes(hflip_boxes(boxes, 120.0), 120.0), boxes)  # an involution
     assert hflip_boxes(torch.zeros(0, 4), 10).shape == (0, 4)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_box_iou_compiled_kernel_equals_the_tensor_code(monkeypatch, legacy, dtype):
+    """On CPU, large inputs go to the numba kernel: bitwise the tensor code's results, NaN for 0/0."""
+    import fasterrcnn.ops.boxes as boxes_mod
+
+    if boxes_mod._compiled_iou() is None:
+        pytest.skip("numba is not installed")
+    a, b = random_boxes(300, 1).to(dtype), random_boxes(500, 2).to(dtype)
+    a[0] = b[0] = 0.0  # two empty boxes: 0/0
+    assert boxes_mod._use_compiled(a, b)
+    compiled = box_iou(a, b, legacy_plus_one=legacy)
+    monkeypatch.setattr(boxes_mod, "_COMPILED_MIN_PAIRS", 10**12)
+    tensor_code = box_iou(a, b, legacy_plus_one=legacy)
+    assert torch.equal(torch.nan_to_num(compiled, nan=-1), torch.nan_to_num(tensor_code, nan=-1))
+    assert (torch.isnan(compiled) == torch.isnan(tensor_code)).all()
+    a1 = a[1:].clone().requires_grad_()  # autograd takes the out-of-place tensor code
+    box_iou(a1, b[1:]).sum().backward()
+    assert a1.grad is not None and torch.isfinite(a1.grad).all()
