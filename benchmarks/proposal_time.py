@@ -48,7 +48,7 @@ def main() -> None:
         import importlib
 
         # (importlib: the attribute fasterrcnn.ops.nms is the function, not the module)
-        importlib.import_module("fasterrcnn.ops.nms")._compiled_greedy_loop = lambda: None
+        importlib.import_module("fasterrcnn.ops.nms.loop")._compiled_greedy_loop = lambda: None
     extra = {} if args.post_nms_top_n is None else {"post_nms_top_n_test": args.post_nms_top_n}
     model, _ = load_checkpoint(args.checkpoint, min_size=args.min_size, max_size=args.max_size, **extra)
     model.prepare_for_inference()

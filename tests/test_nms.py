@@ -22,7 +22,10 @@ import torch
 from fasterrcnn.benchmark.ops import random_boxes
 from fasterrcnn.ops import batched_nms, nms
 
+# the package's modules, whose settings the tests patch: the dispatcher, the compiled loop, the hash
 nms_module = importlib.import_module("fasterrcnn.ops.nms")
+loop_module = importlib.import_module("fasterrcnn.ops.nms.loop")
+grid_module = importlib.import_module("fasterrcnn.ops.nms.grid")
 DEFAULT_THREADS = torch.get_num_threads()
 
 
@@ -43,7 +46,7 @@ def greedy_path(request, monkeypatch) -> str:
     <= 2,048 boxes (where numba is installed; else that run is the same as the other), and
     with that loop unavailable, so that the vectorised block loop answers those calls."""
     if request.param == "torch":
-        monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: None)
+        monkeypatch.setattr(loop_module, "_compiled_greedy_loop", lambda: None)
     return request.param
 
 
@@ -51,12 +54,12 @@ def test_which_path_serves_which_call(greedy_path, monkeypatch) -> None:
     """The compiled loop answers exactly the calls that keep <= 2,048 boxes (early stop, or
     that few boxes) without categories (when numba is installed and the loop is not switched off); the results are the
     reference's either way."""
-    real = nms_module._compiled_greedy_loop()
+    real = loop_module._compiled_greedy_loop()
     if greedy_path == "compiled" and importlib.util.find_spec("numba") is not None:
         assert real is not None
     calls = []
     if real is not None:
-        monkeypatch.setattr(nms_module, "_compiled_greedy_loop", lambda: lambda *a: calls.append(1) or real(*a))
+        monkeypatch.setattr(loop_module, "_compiled_greedy_loop", lambda: lambda *a: calls.append(1) or real(*a))
     boxes, scores = random_boxes(2000, seed=3)
     keep = nms(boxes, scores, 0.7, max_keep=300)
     assert keep.tolist() == ref_nms(boxes, scores, 0.7, max_keep=300)
@@ -297,8 +300,8 @@ def test_dense_and_grid_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
     # small blocks: many of them, suppressions across block boundaries, max_keep mid-way
-    monkeypatch.setattr(nms_module, "_GRID_BLOCK", 16)
-    monkeypatch.setattr(nms_module, "_GRID_MAX_BLOCK", 64)
+    monkeypatch.setattr(grid_module, "_GRID_BLOCK", 16)
+    monkeypatch.setattr(grid_module, "_GRID_MAX_BLOCK", 64)
     monkeypatch.setattr(nms_module, "_DENSE_BLOCK", 8)
     monkeypatch.setattr(nms_module, "_DENSE_MAX_KEEP", 8)
     monkeypatch.setattr(nms_module, "_DENSE_SMALL_BLOCK", 4)
