@@ -39,7 +39,7 @@ def main() -> None:
     if args.pool_path == "tables":
         import importlib
 
-        importlib.import_module("fasterrcnn.ops.roi_pool")._compiled_scan = lambda: None
+        importlib.import_module("fasterrcnn.ops.roi_pool.scan")._compiled_scan = lambda: None
 
     if args.threads:
         torch.set_num_threads(args.threads)

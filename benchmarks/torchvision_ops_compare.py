@@ -58,7 +58,7 @@ def _ops(side: str):
     if side == "ours_no_numba":
         import importlib
 
-        importlib.import_module("fasterrcnn.ops.roi_pool")._compiled_scan = lambda: None
+        importlib.import_module("fasterrcnn.ops.roi_pool.scan")._compiled_scan = lambda: None
         importlib.import_module("fasterrcnn.ops.nms.loop")._compiled_greedy_loop = lambda: None
         importlib.import_module("fasterrcnn.ops.boxes")._compiled_iou = lambda: None
     return ops

@@ -82,15 +82,15 @@ def test_the_optional_modules_are_blocked(cli):
         "    else:\n"
         "        print(name, 'IMPORTED')\n"
         "import fasterrcnn\n"
-        "nms, roi_pool = (importlib.import_module(f'fasterrcnn.ops.{m}') for m in ('nms', 'roi_pool'))\n"
-        "print('numba kernels:', nms._compiled_greedy_loop(), roi_pool._compiled_scan())\n"
+        "loop, scan, boxes = (importlib.import_module(f'fasterrcnn.ops.{m}') for m in ('nms.loop', 'roi_pool.scan', 'boxes'))\n"
+        "print('numba kernels:', loop._compiled_greedy_loop(), scan._compiled_scan(), boxes._compiled_iou())\n"
     )
     r = cli(python=["-c", code])
     assert r.returncode == 0, r.stderr
     for name in BLOCKED:
         assert f"{name} blocked" in r.stdout, r.stdout
     # without numba the pure-PyTorch paths are used (the compiled kernels are None)
-    assert "numba kernels: None None" in r.stdout
+    assert "numba kernels: None None None" in r.stdout
 
 
 @pytest.fixture(scope="module")

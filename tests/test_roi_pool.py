@@ -19,7 +19,7 @@ import torch
 
 from fasterrcnn.ops import RoIPool, roi_pool
 
-roi_pool_module = importlib.import_module("fasterrcnn.ops.roi_pool")
+roi_pool_module = importlib.import_module("fasterrcnn.ops.roi_pool.scan")  # the compiled scan, patched below
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
