@@ -169,7 +169,6 @@ class MBConv(nn.Module):
         self._project_conv = SameConv2d(mid, cout, 1)
         self._bn2 = _norm(norm, cout)
         self.residual = stride == 1 and cin == cout
-        self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
         y = x
