@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["install_hint", "missing_note", "missing_reason", "optional_import"]
+__all__ = ["install_hint", "missing_note", "missing_reason", "optional_import", "require"]
 
 #: What to install for a module (its top-level package name), where that is not the name itself.
 _INSTALL = {
     "yaml": "pyyaml",
     "tensorboard": '"fasterrcnn[tensorboard]"',
     "torch.utils.tensorboard": '"fasterrcnn[tensorboard]"',
+    "onnx": '"fasterrcnn[onnx]"',
+    "onnxruntime": '"fasterrcnn[onnx]"',
 }
 
 
@@ -49,3 +51,13 @@ def missing_note(name: str, skipped: str) -> str:
     """The one line a command prints when it skips `skipped` for want of module `name`:
     'note: matplotlib is not installed: loss_curve.png not written (pip install matplotlib)'."""
     return f"note: {_package(name)} is not installed: {skipped} ({install_hint(name)})"
+
+
+def require(name: str, purpose: str) -> ModuleType:
+    """The module `name`, or a `ConfigError` saying what to install to `purpose` (e.g. "export to ONNX")."""
+    module = optional_import(name)
+    if module is None:
+        from fasterrcnn.errors import ConfigError
+
+        raise ConfigError(f"{_package(name)} is needed to {purpose}: {install_hint(name)}")
+    return module
