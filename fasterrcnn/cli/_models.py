@@ -17,7 +17,8 @@ def add_weights_argument(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace, device: Any, overrides: dict[str, Any]) -> tuple[Any, str]:
-    """(model in eval mode, the path it came from) for `--checkpoint` or `--torchvision` + `--weights`."""
+    """(model in eval mode, the path it came from) for `--checkpoint` (a .pt checkpoint, or an ONNX file
+    run by onnxruntime) or `--torchvision` + `--weights`."""
     from fasterrcnn.errors import ConfigError
 
     arch = getattr(args, "torchvision", None)
@@ -29,6 +30,15 @@ def load_model(args: argparse.Namespace, device: Any, overrides: dict[str, Any])
         return load_torchvision(arch, args.weights, **overrides).to(device), args.weights
     if getattr(args, "weights", None):
         raise ConfigError("--weights goes with --torchvision ARCH; a fasterrcnn checkpoint is given with --checkpoint")
+    if str(args.checkpoint).lower().endswith(".onnx"):
+        if overrides:
+            raise ConfigError("--set changes a PyTorch checkpoint; an ONNX file runs as it was exported "
+                              "(export again with `fasterrcnn export --set ...`)")
+        import torch
+
+        from fasterrcnn.export.onnx import OnnxDetector
+
+        return OnnxDetector(args.checkpoint, threads=torch.get_num_threads()), args.checkpoint
     from fasterrcnn.modeling.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(args.checkpoint, map_location=device, **overrides)

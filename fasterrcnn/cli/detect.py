@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt)")
+    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt), or an ONNX file from `fasterrcnn export` (run by onnxruntime)")
     src.add_argument("--torchvision", metavar="ARCH", choices=sorted(TORCHVISION_ARCHS), help=TORCHVISION_HELP)
     add_weights_argument(p)
     p.add_argument("--out", default="runs/detect", help="output folder (default runs/detect)")

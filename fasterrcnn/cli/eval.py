@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt / last.pt)")
+    src.add_argument("--checkpoint", help="a fasterrcnn checkpoint (model_final.pt / last.pt), or an ONNX file from `fasterrcnn export` (run by onnxruntime)")
     src.add_argument("--torchvision", metavar="ARCH", choices=sorted(TORCHVISION_ARCHS), help=TORCHVISION_HELP)
     src.add_argument("--detections", help="a detections JSON (COCO results format, or per-image boxes/labels/scores)")
     add_weights_argument(p)
@@ -68,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
     if args.flip_tta and args.detections:
         raise ConfigError("--flip-tta runs a model: it needs --checkpoint or --torchvision, not --detections")
+    onnx_model = bool(args.checkpoint) and str(args.checkpoint).lower().endswith(".onnx")
+    if onnx_model and args.flip_tta:
+        raise ConfigError("--flip-tta runs a PyTorch checkpoint; an ONNX file runs as it was exported")
+    if onnx_model and args.recall:
+        print("note: proposal recall is not measured for an ONNX model (it returns detections only)")
+        args.recall = False
     if is_single_file(args.data, args.format):
         if args.split is not None:
             raise ConfigError(f"--split {args.split}: {args.data} is a single annotation file (or a folder without "
@@ -87,12 +93,13 @@ def run(args: argparse.Namespace) -> int:
         model, source = load_model(args, device, parse_overrides(args.overrides))
         model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
         classes = model.class_names
+        scale = model.transform  # the test scale, before a wrapper hides it
         if args.flip_tta:
             from fasterrcnn.modeling.tta import FlipTTA
 
             model = FlipTTA(model)
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
-                                min_size=model.config.transform.min_size, max_size=model.config.transform.max_size,
+                                min_size=scale.min_size, max_size=scale.max_size,
                                 **({"image_dir": args.image_dir} if args.image_dir else {}))
         print(f"evaluating {source} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results, _ = evaluate_model(

@@ -142,8 +142,8 @@ def detect_files(
     planned = [*(names if draw else []), "detections.json", "images.json"]
     claim_outputs(out, planned, inputs=[*paths, *inputs], overwrite=overwrite, what="detection outputs")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config.transform
-    dataset = ImageFiles(paths, cfg.min_size, cfg.max_size)
+    scale = model.transform  # the test scale: the model's DetectionTransform (or an ONNX file's InputScale)
+    dataset = ImageFiles(paths, scale.min_size, scale.max_size)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     model.eval()
     res = DetectResult()

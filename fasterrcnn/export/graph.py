@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fasterrcnn.export.ops import nms_indices, pad_bottom_right, resize_bilinear, roi_align_rois, roi_max_pool
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN
 from fasterrcnn.modeling.poolers import MultiScaleRoIPooler, fpn_levels
-from fasterrcnn.export.ops import nms_indices, pad_bottom_right, resize_bilinear, roi_align_rois, roi_max_pool
 
 __all__ = ["DeployableFasterRCNN"]
 

@@ -18,6 +18,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from fasterrcnn.export.ops import OPSET
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN
 from fasterrcnn.modeling.transform import check_images
 
-__all__ = ["OnnxDetector", "export_onnx"]
+__all__ = ["InputScale", "OnnxDetector", "export_onnx", "read_metadata"]
 
 INPUTS = ["image"]
 OUTPUTS = ["boxes", "labels", "scores"]
@@ -41,6 +42,7 @@ def _metadata(model: FasterRCNN, deployable: DeployableFasterRCNN) -> dict[str, 
     cfg = model.config
     return {
         "format": 1,
+        "precision": "fp32",
         "class_names": list(model.class_names or [str(i) for i in range(1, model.num_classes + 1)]),
         "num_classes": model.num_classes,
         "preset": getattr(cfg, "preset", None) if cfg is not None else None,
@@ -98,6 +100,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+@dataclass(frozen=True)
+class InputScale:
+    """The test-time scale an exported detector resizes to (the data pipeline resizes to it too)."""
+
+    min_size: int
+    max_size: int
+
+
 class OnnxDetector:
     """An exported detector run by onnxruntime, called like a `FasterRCNN` in eval mode:
     `detector(images)` -> [{"boxes", "labels", "scores"}] per image (float Tensor[3, H, W] in
@@ -127,12 +137,28 @@ class OnnxDetector:
         self.path = path
         self.num_classes = int(self.metadata.get("num_classes", 0))
         self.class_names: list[str] | None = self.metadata.get("class_names")
+        if not self.metadata:
+            raise ValueError(f"{path}: no fasterrcnn metadata (export it with `fasterrcnn export`)")
+        self.transform = InputScale(int(self.metadata["min_size"]), int(self.metadata["max_size"]))
         self.training = False
 
     def eval(self) -> OnnxDetector:
         return self
 
-    def __call__(self, images: Sequence[Tensor] | Tensor) -> list[dict[str, Tensor]]:
+    def prepare_for_inference(self, channels_last: bool = False, autocast_dtype: torch.dtype | None = None
+                              ) -> OnnxDetector:
+        """The file runs as exported: the PyTorch speed options do not apply and are refused."""
+        from fasterrcnn.errors import ConfigError
+
+        if channels_last or autocast_dtype not in (None, torch.float32):
+            raise ConfigError("--channels-last and --precision bf16/fp16 are PyTorch options; an ONNX model runs "
+                              "in the precision it was exported in (export with --int8 for int8)")
+        return self
+
+    def __call__(self, images: Sequence[Tensor] | Tensor, *, return_proposals: bool = False,
+                 num_proposals: int | None = None) -> list[dict[str, Tensor]]:
+        if return_proposals or num_proposals is not None:
+            raise ValueError("an exported detector returns detections only, not its RPN proposals")
         results = []
         for img in check_images(images):
             boxes, labels, scores = self.session.run(None, {"image": img.detach().cpu().float().contiguous().numpy()})
