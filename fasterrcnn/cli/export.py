@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--torchvision", metavar="ARCH", choices=sorted(TORCHVISION_ARCHS), help=TORCHVISION_HELP)
     add_weights_argument(p)
     p.add_argument("--out", required=True, help="the ONNX file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18, the lowest with antialiased Resize)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 16 or later (default 18)")
     p.add_argument("--min-size", type=int, default=None, help="test-time shorter side in pixels (default: the model's)")
     p.add_argument("--max-size", type=int, default=None, help="test-time longer-side limit (default: the model's)")
     p.add_argument("--int8", action="store_true", help="quantise the convolutions and fc layers to int8 (needs --calibration)")

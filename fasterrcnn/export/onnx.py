@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fasterrcnn._optional import require
 from fasterrcnn.export.graph import DeployableFasterRCNN
-from fasterrcnn.export.ops import OPSET
+from fasterrcnn.export.ops import MIN_OPSET, OPSET
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN
 from fasterrcnn.modeling.transform import check_images
 
@@ -67,8 +67,8 @@ def export_onnx(
     (atomically); `min_size`/`max_size` set the test-time scale (default: the model's);
     `example_size` is the (H, W) of the traced example image (any size works afterwards)."""
     onnx = require("onnx", "export to ONNX")
-    if opset < OPSET:
-        raise ValueError(f"opset must be >= {OPSET} (Resize with antialias), got {opset}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (RoiAlign's coordinate modes), got {opset}")
     model = copy.deepcopy(model).cpu().float().prepare_for_inference()
     deployable = DeployableFasterRCNN(model, min_size, max_size)
     h, w = example_size or (deployable.min_size, (deployable.min_size * 4) // 3)

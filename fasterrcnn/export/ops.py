@@ -4,9 +4,9 @@ Each function runs our own PyTorch op when called eagerly and is written into an
 the standard operator with the same semantics when traced by `torch.onnx.export` (an
 `autograd.Function` with a `symbolic`):
 
-| step | eager | ONNX (opset >= 18) | how the semantics agree |
+| step | eager | ONNX (opset >= 16) | how the semantics agree |
 |---|---|---|---|
-| resize | `F.interpolate(bilinear, antialias)` | `Resize(linear, half_pixel, antialias)` | sizes given, not scales |
+| resize | `F.interpolate(bilinear[, antialias])` | `Resize(linear, half_pixel)`; antialiased: the filter's taps as `Gather` + weighted sum | sizes given, not scales |
 | pad | `F.pad` (zeros, bottom/right) | `Pad(constant 0)` | the same |
 | NMS | `fasterrcnn.ops.nms` | `NonMaxSuppression` | both suppress IoU > threshold; the +1 pixel convention is obtained by passing x2 + 1, y2 + 1 (the IoU of the shifted boxes without +1 is the legacy IoU exactly) |
 | RoI max pooling | `fasterrcnn.ops.roi_pool` | `MaxRoiPool` | the Caffe quantisation of Fast R-CNN (corners rounded half away from zero, bins floor/ceil) on both sides |
@@ -32,7 +32,8 @@ from fasterrcnn.ops import roi_pool as _roi_pool
 
 __all__ = ["nms_indices", "pad_bottom_right", "resize_bilinear", "roi_align_rois", "roi_max_pool"]
 
-OPSET = 18  # Resize's antialias attribute appeared in opset 18
+OPSET = 18  # the default opset of the export
+MIN_OPSET = 16  # RoiAlign's coordinate_transformation_mode (aligned=True) appeared in opset 16
 
 
 @contextmanager
@@ -66,14 +67,47 @@ class _Resize(torch.autograd.Function):
         hw = g.op("Concat", g.op("Unsqueeze", height, axes), g.op("Unsqueeze", width, axes), axis_i=0)
         sizes = g.op("Concat", _const(g, torch.tensor([1, 3], dtype=torch.int64)), hw, axis_i=0)
         empty = _const(g, torch.tensor([], dtype=torch.float32))
-        y = g.op("Resize", x, empty, empty, sizes, mode_s="linear", coordinate_transformation_mode_s="half_pixel",
-                 antialias_i=int(antialias))
+        y = g.op("Resize", x, empty, empty, sizes, mode_s="linear", coordinate_transformation_mode_s="half_pixel")
         return g.op("Squeeze", y, axes)
+
+
+def _antialias_taps(in_size: Tensor, out_size: Tensor) -> tuple[Tensor, Tensor]:
+    """The input indices Tensor[out, K] and weights of PyTorch's antialiased bilinear filter
+    along one axis (Pillow's): output i is centred at s (i + 1/2) with s = in / out; the taps j
+    with |j + 1/2 - centre| < support (s when downscaling, 1 otherwise) weigh 1 - |j + 1/2 -
+    centre| / max(s, 1), normalised to sum 1. Sizes are 0-dim int64 tensors (traceable)."""
+    scale = in_size.float() / out_size.float()
+    down = scale >= 1.0
+    support = torch.where(down, scale, torch.ones_like(scale))
+    invscale = torch.where(down, 1.0 / scale, torch.ones_like(scale))
+    centre = scale * (torch.arange(out_size, dtype=torch.float32) + 0.5)
+    first = torch.clamp(torch.floor(centre - support + 0.5), min=0.0)  # (= trunc: negatives go to 0)
+    last = torch.minimum(torch.floor(centre + support + 0.5), in_size.float())
+    taps = torch.ceil(support).to(torch.int64) * 2 + 1
+    j = first[:, None] + torch.arange(taps, dtype=torch.float32)[None]
+    weights = torch.clamp(1.0 - torch.abs((j - centre[:, None] + 0.5) * invscale), min=0.0) * (j < last[:, None])
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.minimum(j, in_size.float() - 1).to(torch.int64), weights
+
+
+def _antialiased(image: Tensor, height: Tensor, width: Tensor) -> Tensor:
+    """Separable antialiased bilinear resize as gathers and weighted sums (width, then height)."""
+    size = torch._shape_as_tensor(image)
+    idx, w = _antialias_taps(size[2], width)
+    x = (image[:, :, idx] * w).sum(-1)  # [C, H, width]
+    idx, w = _antialias_taps(size[1], height)
+    return (x[:, idx, :] * w[None, :, :, None]).sum(2)  # [C, height, width]
 
 
 def resize_bilinear(image: Tensor, height: Tensor, width: Tensor, antialias: bool) -> Tensor:
     """Tensor[3, H, W] resized to (height, width) (0-dim int64 tensors), bilinear, half-pixel
-    centres (align_corners=False), antialiased when downscaling if `antialias`."""
+    centres (align_corners=False), antialiased when downscaling if `antialias`.
+
+    ONNX's `Resize` with `antialias=1` is not PyTorch's (Pillow's) filter (onnxruntime 1.32
+    differs by up to 0.3 on a 2x reduction), so an antialiased resize is exported as the filter
+    itself (`_antialiased`); the plain bilinear one is ONNX's `Resize`, which agrees."""
+    if antialias and torch.onnx.is_in_onnx_export():
+        return _antialiased(image, height, width)
     return _Resize.apply(image, height, width, antialias)
 
 
