@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-size", type=int, default=None, help="test-time shorter side in pixels (default: the model's)")
     p.add_argument("--max-size", type=int, default=None, help="test-time longer-side limit (default: the model's)")
     p.add_argument("--int8", action="store_true", help="quantise the convolutions and fc layers to int8 (needs --calibration)")
-    p.add_argument("--calibration", metavar="DIR", help="images (a folder, or a data set folder) to calibrate int8 on: "
-                                                        "training images of the model")
+    p.add_argument("--calibration", metavar="DIR", help="images to calibrate int8 on: a VOC data set folder (its train split "
+                                                        "is used) or any folder of images (searched recursively)")
     p.add_argument("--calibration-images", type=int, default=32, metavar="N",
                    help="how many calibration images to use (default 32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

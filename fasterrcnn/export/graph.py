@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fasterrcnn.export.ops import nms_indices, pad_bottom_right, resize_bilinear, roi_align_rois, roi_max_pool
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN
 from fasterrcnn.modeling.poolers import MultiScaleRoIPooler, fpn_levels
+from fasterrcnn.modeling.roi_heads import box_vote
 
 __all__ = ["DeployableFasterRCNN"]
 
@@ -44,13 +45,10 @@ def _clip(boxes: Tensor, height: Tensor, width: Tensor, one: float) -> Tensor:
 class DeployableFasterRCNN(nn.Module):
     """One image Tensor[3, H, W] (float in [0, 1]) -> (boxes Tensor[D, 4] in its pixels, labels
     Tensor[D] int64 in 1..K, scores Tensor[D]), the best first. `min_size`/`max_size` override
-    the model's test-time scale. Box voting has no ONNX form and is refused."""
+    the model's test-time scale."""
 
     def __init__(self, model: FasterRCNN, min_size: int | None = None, max_size: int | None = None) -> None:
         super().__init__()
-        if model.roi_heads.box_vote_thresh:
-            raise ValueError("box voting (roi_heads.box_vote_thresh) cannot be exported; "
-                             "set it to 0 (--set roi_heads.box_vote_thresh=0) to export this model")
         if model.stage == "rpn":
             raise ValueError("an RPN-stage model has no detector to export")
         self.model = model.eval()
@@ -177,7 +175,10 @@ class DeployableFasterRCNN(nn.Module):
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         kept = nms_indices(boxes, scores, labels - 1, heads.num_classes, heads.nms_thresh,
                            heads.detections_per_img, legacy)
-        return boxes[kept], labels[kept], scores[kept]
+        kept_boxes = boxes[kept]
+        if heads.box_vote_thresh is not None:
+            kept_boxes = box_vote(kept_boxes, labels[kept], boxes, scores, labels, heads.box_vote_thresh, legacy)
+        return kept_boxes, labels[kept], scores[kept]
 
     # ------------------------------------------------------------------ all of it
 

@@ -37,12 +37,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 
 
 def calibration_images(source: str | os.PathLike, count: int) -> list[Path]:
-    """`count` image files of `source` (a folder, searched recursively, e.g. a VOC data set's
-    root), evenly spaced in sorted order so that the choice is deterministic."""
+    """`count` image files of `source`, evenly spaced in sorted order (a deterministic choice):
+    a VOC data set's training images (those listed in ImageSets/Main/train.txt), or else every
+    image in the folder and below it."""
     root = Path(source)
     if not root.is_dir():
         raise DataError(f"--calibration {root}: no such folder")
-    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    split = root / "ImageSets" / "Main" / "train.txt"
+    if split.is_file() and (root / "JPEGImages").is_dir():
+        stems = {line.split()[0] for line in split.read_text().splitlines() if line.strip()}
+        found = sorted(p for p in (root / "JPEGImages").iterdir() if p.stem in stems)
+    else:
+        found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not found:
         raise DataError(f"--calibration {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
     if count >= len(found):

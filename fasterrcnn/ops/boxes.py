@@ -74,7 +74,8 @@ _COMPILED_MIN_PAIRS = 1 << 16  # below this the tensor code's fixed costs are sm
 
 
 def _use_compiled(boxes1: Tensor, boxes2: Tensor) -> bool:
-    return (boxes1.device.type == "cpu" and boxes1.dtype in (torch.float32, torch.float64)
+    # never while tracing (ONNX export): the compiled kernel is not a tensor op a trace can record
+    return (not torch.jit.is_tracing() and boxes1.device.type == "cpu" and boxes1.dtype in (torch.float32, torch.float64)
             and boxes1.shape[0] * boxes2.shape[0] >= _COMPILED_MIN_PAIRS
             and bool(torch.isfinite(boxes1).all()) and bool(torch.isfinite(boxes2).all())
             and _compiled_iou() is not None)
