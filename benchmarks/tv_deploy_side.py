@@ -82,7 +82,7 @@ def main() -> None:
         model = make().eval()
         row: dict = {}
         with torch.no_grad():
-            row["eager_fp32"] = timed(lambda: model([image]), repeat, warmup)
+            row["eager_fp32"] = timed(lambda m=model: m([image]), repeat, warmup)
             row["detections"] = len(model([image])[0]["boxes"])
             path = out_dir / f"tv_{name}.onnx"
             try:
@@ -93,12 +93,12 @@ def main() -> None:
                 options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 feed = {"images": image.numpy()}
-                row["onnxruntime_fp32"] = timed(lambda: session.run(None, feed), repeat, warmup)
+                row["onnxruntime_fp32"] = timed(lambda s=session, f=feed: s.run(None, f), repeat, warmup)
             except Exception as exc:  # report the exporter's failure instead of a figure
                 row["onnx_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             cl = model.to(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                row["eager_bf16_cl"] = timed(lambda: cl([image]), repeat, warmup)
+                row["eager_bf16_cl"] = timed(lambda m=cl: m([image]), repeat, warmup)
         result[name] = row
         print(f"# {name}: {row}", file=sys.stderr, flush=True)
     print(json.dumps(result))

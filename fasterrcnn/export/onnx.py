@@ -85,11 +85,28 @@ def export_onnx(
                           "labels": {0: "detections"}, "scores": {0: "detections"}},
         )
     proto = onnx.load(str(tmp))
+    _inline_shared_initializers(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(model, deployable))
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def _inline_shared_initializers(proto: Any) -> None:
+    """Give every layer its own constant again. The exporter stores equal initializers once
+    (e.g. the zero biases of freshly initialised convs) and feeds the others through `Identity`
+    nodes, which stop onnxruntime from fusing a quantised conv (DequantizeLinear -> Conv ->
+    QuantizeLinear into QLinearConv): such an Identity becomes a copy of its initializer."""
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    for node in shared:
+        copy_ = type(inits[node.input[0]])()
+        copy_.CopyFrom(inits[node.input[0]])
+        copy_.name = node.output[0]
+        graph.initializer.append(copy_)
+        graph.node.remove(node)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

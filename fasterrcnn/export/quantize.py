@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -31,8 +32,10 @@ from fasterrcnn.export.onnx import METADATA_KEY
 __all__ = ["calibration_images", "quantize_int8"]
 
 QUANTISED_OPS = ("Conv", "Gemm", "MatMul")
-# The output layers whose values are compared or decoded into boxes: kept in float.
-FLOAT_LAYERS = ("/head/cls_logits/", "/head/bbox_pred/", "/predictor/cls_score/", "/predictor/bbox_pred/")
+# The output layers whose values are compared or decoded into boxes, kept in float: the RPN head's
+# objectness and delta convs (one node per pyramid level: cls_logits, cls_logits_1, ...) and the
+# detector's classifier and box regressor.
+FLOAT_LAYERS = re.compile(r"/head/(cls_logits|bbox_pred)(_\d+)?/|/predictor/(cls_score|bbox_pred)/")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
@@ -79,13 +82,14 @@ def _reader(paths: Sequence[Path], progress: bool) -> Any:
     return Images()
 
 
-def _layers_to_quantise(model_path: Path) -> tuple[list[str], list[str]]:
+def _layers_to_quantise(model_path: Path, keep_float: tuple[str, ...]) -> tuple[list[str], list[str]]:
     onnx = require("onnx", "quantise to int8")
     graph = onnx.load(str(model_path), load_external_data=False).graph
     quantised, kept = [], []
     for node in graph.node:
         if node.op_type in QUANTISED_OPS:
-            (kept if any(tag in node.name for tag in FLOAT_LAYERS) else quantised).append(node.name)
+            float_ = bool(FLOAT_LAYERS.search(node.name)) or any(tag in node.name for tag in keep_float)
+            (kept if float_ else quantised).append(node.name)
     return quantised, kept
 
 
@@ -106,13 +110,14 @@ def _quiet() -> Iterator[None]:
 
 
 def quantize_int8(float_model: str | os.PathLike, out: str | os.PathLike, images: Sequence[Path], *,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, keep_float: Sequence[str] = ()) -> Path:
     """Write the int8 (QDQ) version of the exported `float_model` to `out`, calibrated on
-    `images` (files); the metadata (class names, scale) is carried over."""
+    `images` (files); the metadata (class names, scale) is carried over. `keep_float`: more
+    layers to leave in float, by a part of their node name (e.g. "/backbone/neck/")."""
     ort_quant = require("onnxruntime.quantization", "quantise to int8")
     onnx = require("onnx", "quantise to int8")
     src, out = Path(float_model), Path(out)
-    quantised, kept = _layers_to_quantise(src)
+    quantised, kept = _layers_to_quantise(src, tuple(keep_float))
     if not quantised:
         raise ValueError(f"{src}: no Conv/Gemm/MatMul layer to quantise")
     tmp = out.with_name(f".{out.name}.tmp")
