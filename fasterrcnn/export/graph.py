@@ -82,7 +82,7 @@ class DeployableFasterRCNN(nn.Module):
         """The level's anchors for this feature map, in the (y, x, a) order of `grid_anchors`."""
         gens = self.model.rpn.anchor_generator
         gen = gens.levels[level]
-        fh, fw = torch._shape_as_tensor(feature)[2], torch._shape_as_tensor(feature)[3]
+        fh, fw = torch._shape_as_tensor(feature)[2:].unbind()
         if gens.stride_rule == "input":
             sy = torch.div(padded[0], fh, rounding_mode="floor").float()
             sx = torch.div(padded[1], fw, rounding_mode="floor").float()

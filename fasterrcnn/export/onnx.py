@@ -31,7 +31,7 @@ from fasterrcnn.export.ops import MIN_OPSET, OPSET
 from fasterrcnn.modeling.faster_rcnn import FasterRCNN
 from fasterrcnn.modeling.transform import check_images
 
-__all__ = ["InputScale", "OnnxDetector", "export_onnx", "read_metadata"]
+__all__ = ["InputScale", "OnnxDetector", "export_onnx"]
 
 INPUTS = ["image"]
 OUTPUTS = ["boxes", "labels", "scores"]
@@ -107,14 +107,6 @@ def _inline_shared_initializers(proto: Any) -> None:
         copy_.name = node.output[0]
         graph.initializer.append(copy_)
         graph.node.remove(node)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The detector's metadata written by `export_onnx` ({} for another ONNX file)."""
-    ort = require("onnxruntime", "run ONNX models")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,7 @@ def _reader(paths: Sequence[Path], progress: bool) -> Any:
     return Images()
 
 
-def _layers_to_quantise(model_path: Path, keep_float: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    onnx = require("onnx", "quantise to int8")
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+def _layers_to_quantise(graph: Any, keep_float: tuple[str, ...]) -> tuple[list[str], list[str]]:
     quantised, kept = [], []
     for node in graph.node:
         if node.op_type in QUANTISED_OPS:
@@ -117,7 +115,8 @@ def quantize_int8(float_model: str | os.PathLike, out: str | os.PathLike, images
     ort_quant = require("onnxruntime.quantization", "quantise to int8")
     onnx = require("onnx", "quantise to int8")
     src, out = Path(float_model), Path(out)
-    quantised, kept = _layers_to_quantise(src, tuple(keep_float))
+    source = onnx.load(str(src), load_external_data=False)
+    quantised, kept = _layers_to_quantise(source.graph, tuple(keep_float))
     if not quantised:
         raise ValueError(f"{src}: no Conv/Gemm/MatMul layer to quantise")
     tmp = out.with_name(f".{out.name}.tmp")
@@ -133,7 +132,7 @@ def quantize_int8(float_model: str | os.PathLike, out: str | os.PathLike, images
                            "CalibIntermediateOutputPath": os.path.join(work, "augmented.onnx")},
         )
     proto = onnx.load(str(tmp))
-    source_meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    source_meta = {p.key: p.value for p in source.metadata_props}
     if METADATA_KEY in source_meta:
         info = json.loads(source_meta[METADATA_KEY])
         info.update(precision="int8", calibration_images=len(images), float_layers=kept)
