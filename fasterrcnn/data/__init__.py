@@ -38,6 +38,7 @@ _LAZY = {
     "collate": "loader",
     "EpochSampler": "loader",
     "AspectGroupedBatchSampler": "loader",
+    "DistributedBatchSampler": "loader",
     "DetectionLoader": "loader",
     "Compose": "transforms",
     "ExifTranspose": "transforms",

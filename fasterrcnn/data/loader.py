@@ -24,7 +24,7 @@ same batches, with any number of workers. Decoding, resizing and flipping run in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "collate",
     "EpochSampler",
     "AspectGroupedBatchSampler",
+    "DistributedBatchSampler",
     "DetectionLoader",
 ]
 
@@ -227,6 +228,48 @@ class AspectGroupedBatchSampler(Sampler):
         return sum(-(-n // self.batch_size) for n in sizes)
 
 
+class DistributedBatchSampler(Sampler):
+    """Process `rank`'s share of every batch of `batches` in data-parallel training: items
+    rank, rank + world, ... of each global batch, so the `world` processes see disjoint
+    shares of every batch and of the epoch, in an order that depends only on (seed, epoch), as
+    the batches themselves (aspect-ratio grouping included). A batch of B images thus becomes
+    `world` batches of B / world, and every process takes the same number of steps per epoch as
+    a single process would with batches of B.
+
+    An epoch's incomplete batches (the last one of each orientation group) need not divide by
+    `world`: with `remainder="pad"` (default, as torch's DistributedSampler) such a batch is
+    completed to the next multiple of `world` by repeating its own first images (the same
+    orientation; at most `world` - 1 repeats per incomplete batch), so no image is left out;
+    with `remainder="drop"` the incomplete batches are skipped."""
+
+    def __init__(self, batches: AspectGroupedBatchSampler, rank: int, world: int, remainder: str = "pad") -> None:
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of world size {world}")
+        if remainder not in ("pad", "drop"):
+            raise ConfigError(f"remainder must be 'pad' or 'drop', got {remainder!r}")
+        self.batches, self.rank, self.world, self.remainder = batches, int(rank), int(world), remainder
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.batches.epoch
+
+    def __iter__(self) -> Iterator[list]:
+        for batch in self.batches:
+            if len(batch) < self.batches.batch_size and self.remainder == "drop":
+                continue
+            padded = list(batch) + [batch[i % len(batch)] for i in range(-len(batch) % self.world)]
+            yield padded[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        if self.remainder == "drop":
+            sizes = [sum(self.batches.landscape), len(self.batches.landscape) - sum(self.batches.landscape)]
+            return sum(n // self.batches.batch_size for n in sizes)
+        return len(self.batches)
+
+
 class DetectionLoader(DataLoader):
     """A DataLoader with `set_epoch(epoch)`: the next iteration yields that epoch's order and
     augmentation."""
@@ -256,14 +299,17 @@ def build_loader(
     persistent_workers: bool | None = None,
     pin_memory: bool = False,
     group_aspect: bool = False,
-    shard: Callable[[Any], Any] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    remainder: str = "pad",
 ) -> DetectionLoader:
     """A loader of `(list[Tensor], list[dict])` batches; see the module docstring.
 
     `group_aspect=True` (training; needs a `DetectionDataset`, whose image sizes are known
     without decoding) makes every batch all-landscape or all-portrait
-    (`AspectGroupedBatchSampler`). `shard` wraps the batch sampler to yield only this
-    process's share of each batch (data-parallel training, `engine.distributed.shard_batches`)."""
+    (`AspectGroupedBatchSampler`). With `world` > 1 (data-parallel training) the loader yields
+    process `rank`'s share of each batch of `batch_size` (`DistributedBatchSampler`; an
+    incomplete batch padded or dropped as `remainder` says)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
@@ -281,11 +327,13 @@ def build_loader(
         persistent_workers = num_workers > 0
     common = dict(collate_fn=collate, num_workers=num_workers, pin_memory=pin_memory,
                   persistent_workers=persistent_workers and num_workers > 0)
-    if group_aspect or shard is not None:
+    if group_aspect or world > 1:
         if group_aspect and not isinstance(dataset, DetectionDataset):
             raise ConfigError("group_aspect needs a DetectionDataset (its image sizes)")
         # one group (plain batches in the epoch's order) unless grouping by orientation
         landscape = [w >= h for h, w in dataset.image_sizes] if group_aspect else [True] * len(dataset)
         batches = AspectGroupedBatchSampler(sampler, landscape, batch_size, drop_last)
-        return DetectionLoader(dataset, batch_sampler=batches if shard is None else shard(batches), **common)
+        if world > 1:
+            batches = DistributedBatchSampler(batches, rank, world, remainder)
+        return DetectionLoader(dataset, batch_sampler=batches, **common)
     return DetectionLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)

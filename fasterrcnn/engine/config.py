@@ -49,7 +49,7 @@ class TrainConfig:
     schedule: str = "joint"  # joint (approximate joint training) | alternating (4-step)
     epochs: int = 10
     stage_epochs: list[int] | None = None  # alternating: epochs of steps 1-4 (default: `epochs` each)
-    batch_size: int = 1  # images per mini-batch (paper: 1)
+    batch_size: int = 1  # images per step, over all processes of a data-parallel run (paper: 1)
     optimizer: str = "sgd"  # sgd (paper) | adamw
     lr: float = 0.001
     momentum: float = 0.9
@@ -74,7 +74,10 @@ class TrainConfig:
     channels_last: bool = False
     num_workers: int = 2
     threads: int | None = None  # intra-op threads (per process with `processes` > 1)
-    processes: int = 1  # data-parallel training processes, each on batch_size / processes images
+    # data-parallel training processes on this machine (PyTorch's launcher, as torchrun would);
+    # batch_size is the images of one step over all processes, whatever starts them
+    processes: int = 1
+    sync_bn: bool = False  # BatchNorm statistics over the whole batch of all processes (engine.sync_batchnorm)
     seed: int = 0
     log_every: int = 20
     tensorboard: bool = False

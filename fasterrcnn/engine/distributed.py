@@ -1,48 +1,73 @@
-"""Data-parallel training in several processes (`TrainConfig.processes`).
+"""Data-parallel training and evaluation in several processes, PyTorch's way (torchrun + DDP).
 
-Each process holds a replica of the model and trains on its share of every mini-batch: of a
-batch of B images, process r takes images r, r + P, ... (P processes, B a multiple of P). After
-the backward pass the gradients are averaged over the processes with one all-reduce of a
-flat buffer, so every replica takes the same optimiser step and stays identical; the loss
-values are averaged the same way, for the log and for the non-finite-loss check (every process
-stops together). BatchNorm layers normalise with their own process's images and RoIs; their
-running statistics are averaged before every checkpoint.
+A run of W processes ("ranks" 0..W-1, on one machine or several) is started by PyTorch's
+launcher: `torchrun` (torch.distributed.run), a SLURM or Kubernetes wrapper around it, or
+`--processes N`, which calls the same launcher's API (torch.distributed.launcher) for N
+processes on this machine. Each process reads its place from the launcher's environment
+(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; TORCHELASTIC_RESTART_COUNT after a restart)
+into a `Context`, joins the process group (gloo on CPU; NCCL on CUDA, one GPU per local
+rank) and trains a replica of the model wrapped in `DistributedDataParallel`: every batch of
+B images is split into W shares of B / W (`data.loader.DistributedBatchSampler`), and DDP
+averages the gradients during the backward pass (bucketed all-reduces that overlap it), so
+every replica takes the same optimiser step.
 
-Why on a CPU: a detector's training step is many medium-sized operations, and two threads
-working on one op at a time leave cores idle (on the 2-core demo machine the training process
-used ~1.2 of its 2 cores); two single-threaded processes on half the batch each keep both
-busy (BENCHMARKS.md has the measured step times). On CUDA each process drives one GPU (NCCL).
-
-Only the rank-0 process logs, shows the progress bar and writes files; `launch` starts the
-processes (torch.multiprocessing's spawn: an exception in one process stops them all and is
-re-raised in the caller) on a free local TCP port. Spawned processes re-import the caller's
-main module, so a script that trains with `processes` > 1 must do so under
-`if __name__ == "__main__":`.
+Only rank 0 logs, draws the progress bar and writes files. The loss values are averaged over
+the ranks before the backward pass, for the log and for the non-finite-loss check, so every
+rank stops together on a divergence; an error in one rank ends its process, and the launcher
+then stops the others (and restarts them all from the last checkpoint with `--max-restarts`).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
 import os
-import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import Sampler
 
-from fasterrcnn.errors import error_from_traceback
+from fasterrcnn.errors import ConfigError, error_from_traceback
 
-__all__ = ["Context", "launch", "shard_batches"]
+__all__ = ["Context", "launch_local", "setup", "shutdown", "exit_process", "wrap_model"]
 
 
+@dataclass(frozen=True)
 class Context:
-    """This process's place in the group: `rank` of `world` (world 1: no group, no-ops)."""
+    """This process's place in the run: `rank` of `world` (world 1: no group, every method a
+    no-op), its `local_rank` of `local_world` on its machine, and `restart`, how many times the
+    launcher has restarted the run's processes."""
 
-    def __init__(self, rank: int = 0, world: int = 1) -> None:
-        self.rank, self.world = int(rank), int(world)
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    restart: int = 0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Context:
+        """The place torchrun (or any launcher following its convention) put this process in."""
+        env = os.environ if env is None else env
+        try:
+            world = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", str(rank)))
+            local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+            restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        except ValueError as exc:
+            raise ConfigError(f"the launcher's environment variables RANK/WORLD_SIZE/LOCAL_RANK are not integers: {exc}") from exc
+        if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < max(local_world, 1)):
+            raise ConfigError(f"the launcher's environment is inconsistent: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local_rank}")
+        return cls(rank, world, local_rank, local_world, restart)
 
     @property
     def is_main(self) -> bool:
@@ -52,27 +77,8 @@ class Context:
     def active(self) -> bool:
         return self.world > 1
 
-    def average_gradients(self, params: Sequence[nn.Parameter]) -> None:
-        """Replace each parameter's gradient by its mean over the processes (a parameter without
-        a gradient in this step counts as zero, as in a single process)."""
-        if not self.active:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            chunk = flat[offset : offset + n].view_as(g)
-            if p.grad is None:
-                p.grad = chunk.clone()
-            else:
-                p.grad.copy_(chunk)
-            offset += n
-
     def average_values(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The mean over the processes of each scalar in `values` (same keys everywhere)."""
+        """The mean over the ranks of each scalar in `values` (same keys everywhere)."""
         if not self.active:
             return values
         keys = sorted(values)
@@ -82,7 +88,9 @@ class Context:
         return dict(zip(keys, stacked.unbind()))
 
     def average_buffers(self, model: nn.Module) -> None:
-        """Average floating-point buffers (BatchNorm running statistics) over the processes."""
+        """Average the floating-point buffers (BatchNorm running statistics) over the ranks:
+        each replica's BatchNorm layers track the statistics of its own images, and the saved
+        model gets their mean."""
         if not self.active:
             return
         for b in model.buffers():
@@ -90,15 +98,8 @@ class Context:
                 dist.all_reduce(b)
                 b /= self.world
 
-    def broadcast_model(self, model: nn.Module) -> None:
-        """Every process starts from rank 0's parameters and buffers."""
-        if not self.active:
-            return
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, 0)
-
     def gather(self, obj: Any) -> list[Any]:
-        """[obj of rank 0, obj of rank 1, ...] on every process."""
+        """[obj of rank 0, obj of rank 1, ...] on every rank."""
         if not self.active:
             return [obj]
         out: list[Any] = [None] * self.world
@@ -110,78 +111,107 @@ class Context:
             dist.barrier()
 
 
-class _ShardedBatches(Sampler):
-    """Process `rank`'s share of each batch of `batches`: items rank, rank + world, ...; batches
-    with fewer than `world` items (an epoch's incomplete last ones) are dropped, so every process
-    takes the same number of steps."""
-
-    def __init__(self, batches: Any, rank: int, world: int) -> None:
-        self.batches, self.rank, self.world = batches, rank, world
-
-    def __iter__(self) -> Iterator[list]:
-        for batch in self.batches:
-            if len(batch) >= self.world:
-                yield list(batch)[self.rank :: self.world]
-
-    def __len__(self) -> int:
-        return sum(1 for batch in self.batches if len(batch) >= self.world)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self.batches.epoch
+def setup(device: torch.device, ctx: Context | None = None) -> tuple[Context, torch.device]:
+    """Join the run's process group (once; a no-op for a single process) and return this
+    process's context and device: on CUDA the GPU of its local rank."""
+    ctx = ctx or Context.from_env()
+    if not ctx.active:
+        return ctx, device
+    if device.type == "cuda":
+        if ctx.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {ctx.local_rank} needs GPU {ctx.local_rank}, but this machine has "
+                              f"{torch.cuda.device_count()}: start at most one process per GPU (--nproc-per-node)")
+        torch.cuda.set_device(ctx.local_rank)
+        device = torch.device("cuda", ctx.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ctx.rank, world_size=ctx.world)
+    return ctx, device
 
 
-def shard_batches(batches: Any, rank: int, world: int) -> _ShardedBatches:
-    """Wrap a batch sampler (with `set_epoch`) so that it yields process `rank`'s share."""
-    return _ShardedBatches(batches, rank, world)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank: int, world: int, port: int, backend: str, threads: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(threads)
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    try:
-        fn(Context(rank, world), *args)
-        dist.barrier()  # every process done with its collectives before any tears the group down
-    finally:
+def shutdown() -> None:
+    """Leave the process group (every rank done with its collectives first)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
-    # Success: leave without the interpreter's teardown. With torch 2.13's gloo a process that
-    # had used a process group aborts at exit now and then, after destroy_process_group
-    # ("terminate called without an active exception", SIGABRT: 7 of 120 runs of the
-    # two-process test, with or without the barrier; 0 of 100 with this exit), which would turn a
-    # finished training into an error. Everything `fn`
-    # wrote is closed by now (the trainer closes its logs; checkpoints are written atomically).
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that took part in a gloo process group, without the interpreter's teardown.
+
+    With torch 2.13's gloo a process that has used a process group aborts at exit now and then,
+    even after destroy_process_group ("terminate called without an active exception", SIGABRT:
+    7 of 120 runs of a two-process test, 0 of 100 with this exit), which would turn a finished
+    run into a failed one (and, under `--max-restarts`, restart it). Everything written is
+    closed by then (logs closed, checkpoints written atomically)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
-def launch(fn: Callable[..., Any], world: int, args: tuple = (), *, device: str = "cpu", threads: int | None = None) -> None:
-    """Run `fn(Context(rank, world), *args)` in `world` new processes and wait for them.
+def wrap_model(model: nn.Module, ctx: Context, device: torch.device) -> nn.Module:
+    """`model` in DistributedDataParallel (itself for a single process).
 
-    CPU: gloo, each process with `threads` intra-op threads (default: the cores divided
-    among the processes). CUDA: NCCL, process r on GPU r."""
-    backend = "nccl" if device == "cuda" else "gloo"
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // world)
+    Every trainable parameter gets a gradient in every step: those that do not train in a
+    stage are `requires_grad=False` (frozen stages, the parts of the model an alternating-training
+    step does not run), and DDP leaves them out, so no search for unused parameters is needed.
+    Rank 0's parameters and buffers are copied to every replica at the start; after that the
+    BatchNorm buffers are not synchronised at every forward pass: each replica keeps its own
+    running statistics, averaged over the ranks before each checkpoint (`Context.average_buffers`)."""
+    if not ctx.active:
+        return model
+    ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
+    # torch >= 2.13 names the per-forward buffer sync `forward_sync_buffers`
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters \
+        else "broadcast_buffers"
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, **{sync: False})
+
+
+@contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """The elastic agent logs every child's traceback; the caller reports the error once."""
+    logger = logging.getLogger("torch.distributed.elastic")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        torch.multiprocessing.spawn(_entry, args=(world, _free_port(), backend, threads, fn, args), nprocs=world, join=True)
-    except torch.multiprocessing.ProcessRaisedException as exc:
-        # a user's error in one process (bad data, a divergence) comes back as its traceback
-        # text: raise it as the one-line error it was
-        inner = error_from_traceback(str(exc))
-        if inner is None:
-            raise
-        raise inner from None
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def launch_local(payload: dict[str, Any], nprocs: int, *, threads: int | None = None) -> None:
+    """Run `python -m fasterrcnn.engine.worker` in `nprocs` processes on this machine through
+    PyTorch's launcher API (what `torchrun --standalone --nproc-per-node N` does), each with
+    `threads` intra-op threads (default: the cores divided among them), and wait for them.
+
+    `payload` is the worker's job (engine.worker). A fasterrcnn error raised in a worker (bad
+    data, a divergence) is raised here as the one-line error it was; any other failure as a
+    RuntimeError with the worker's traceback."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // nprocs)
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=f"fasterrcnn-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
+    )
+    with tempfile.TemporaryDirectory(prefix="fasterrcnn-job-") as tmp:
+        job = Path(tmp, "job.json")
+        job.write_text(json.dumps({**payload, "threads": threads}))
+        try:
+            with _quiet_launcher():
+                elastic_launch(config, sys.executable)("-m", "fasterrcnn.engine.worker", str(job))
+        except ChildFailedError as exc:
+            raise _worker_error(exc) from None
+
+
+def _worker_error(exc: Any) -> Exception:
+    """The first failed worker's error, from the error file the launcher collected."""
+    rank, failure = min(exc.failures.items())
+    message = failure.message
+    text = message.get("extraInfo", {}).get("py_callstack", "") if isinstance(message, dict) else str(message)
+    inner = error_from_traceback(text)
+    if inner is not None:
+        return inner
+    reason = f"exit code {failure.exitcode}" + (f" (signal {-failure.exitcode})" if failure.exitcode < 0 else "")
+    return RuntimeError(f"training process {rank} failed with {reason}" + (f":\n{text}" if text else ""))

@@ -12,14 +12,22 @@ R-CNN losses are summed and back-propagated together, the proposals treated as f
   4. keep the shared convs fixed and fine-tune the Fast R-CNN layers only, on the proposals
      of the step-3 RPN. The result is one network with shared conv layers.
 
-Every stage is logged (metrics.jsonl, the progress bar) and checkpointed: `last.pt` after
-each epoch (atomic), `stage<k>.pt` at the end of each alternating step, and
-`model_final.pt`. `--resume` restarts from `last.pt` exactly: model, optimiser, scheduler,
-epoch, iteration and RNG state, so a resumed run reproduces the uninterrupted one.
+A stage reads as its parts: `_build` (model, data-parallel wrapper, optimiser, schedule),
+`_restore` (from a checkpoint), `_train_epoch` of `_step`s, `_end_epoch` (log, statistics,
+checks) and `_save_last` (the checkpoint), then `_finish_stage`. Every stage is logged
+(metrics.jsonl, one progress bar over its iterations) and checkpointed: `last.pt` after each
+epoch (atomic), `stage<k>.pt` at the end of each alternating step, and `model_final.pt`.
+`--resume` restarts from `last.pt` exactly: model, optimiser, scheduler, epoch, iteration and
+each process's RNG state, so a resumed run reproduces the uninterrupted one; so does a run
+that its launcher restarted after a failure (torchrun --max-restarts), which resumes by itself.
+
+Data-parallel runs (torchrun, or `processes`: engine.distributed) train one replica per
+process on its share of every batch; `batch_size` is the images of one step over all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -30,15 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from fasterrcnn.engine.config import TrainConfig
-from fasterrcnn.engine.distributed import Context, launch, shard_batches
+from fasterrcnn.engine.distributed import launch_local, setup, wrap_model
 from fasterrcnn.engine.ema import ModelEMA
 from fasterrcnn.engine.logger import MetricsLogger
 from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
 from fasterrcnn.engine.precision import autocast, resolve_device, resolve_precision
+from fasterrcnn.engine.sync_batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
 from fasterrcnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from fasterrcnn.fileio import atomic_write_text, remove_stale_temp_files
 from fasterrcnn.modeling.checkpoint import (
@@ -94,24 +103,60 @@ class TrainResult:
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
+    def add_stage(self, state: _Stage) -> None:
+        """Count a finished stage's iterations, time and images."""
+        self.iterations += state.it
+        self.seconds += state.seconds
+        self.images += state.images
+        self.final_losses = state.epoch_losses
+        self.stages.append({"stage": state.spec.index, "name": state.spec.name, "epochs": state.spec.epochs,
+                            "iterations": state.it, "seconds": state.seconds})
+
+
+@dataclass
+class _Stage:
+    """What one stage trains with (`Trainer._build`), and where it stands."""
+
+    spec: StageSpec
+    model: FasterRCNN  # this process's replica (what is saved)
+    net: nn.Module  # what the training step calls: the model, or the model in DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupStepLR
+    scaler: torch.amp.GradScaler | None
+    ema: ModelEMA | None
+    propose: Callable[[list[Tensor]], list[Tensor]] | None  # a detector step's proposals
+    total_iters: int
+    global_start: int  # iterations of the schedule's earlier stages
+    epoch: int = 0  # the next epoch to train
+    it: int = 0  # iterations done in this stage
+    seconds: float = 0.0
+    images: int = 0
+    epoch_losses: dict[str, float] = field(default_factory=dict)
+    window: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=20)))
+
 
 class Trainer:
     """Builds data, model(s) and optimiser from a `TrainConfig` and runs the schedule."""
 
-    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print, ctx: Context | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print, *, checked: bool = False) -> None:
+        """`checked`: the launching process of `processes` has already checked the data, the
+        outputs and the resume checkpoint (its workers skip that)."""
         cfg.validate()
-        self.cfg = cfg
-        self.ctx = ctx or Context()
+        self.ctx, self.device = setup(resolve_device(cfg.device))
         self.log = log if self.ctx.is_main else _silent
+        if self.ctx.restart > 0 and not cfg.resume:  # the launcher restarted the run after a failure
+            self.log(f"restart {self.ctx.restart} of this run: resuming from its last checkpoint")
+            cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
+        self.cfg = cfg
+        self._check_world()
         self.out = Path(cfg.out)
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and self.ctx.active:
-            self.device = torch.device("cuda", self.ctx.rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         if cfg.processes > 1 and self.device.type == "cuda" and cfg.processes > torch.cuda.device_count():
             raise ConfigError(f"processes={cfg.processes} needs as many GPUs; {torch.cuda.device_count()} found")
         if cfg.threads and not self.ctx.active:
             torch.set_num_threads(cfg.threads)
+        if cfg.sync_bn and not (self.ctx.active or cfg.processes > 1):
+            self.log("note: --sync-bn has no effect in a single process (its BatchNorm already sees the whole batch)")
         from fasterrcnn.data import build_dataset
 
         common = dict(format=cfg.format, min_size=cfg.min_size, max_size=cfg.max_size, seed=cfg.seed, classes=cfg.classes)
@@ -122,16 +167,15 @@ class Trainer:
         if len(self.train_set) == 0:
             raise ConfigError(f"the training split {cfg.train_split!r} of {cfg.data} has no images")
         self.group_aspect = cfg.group_aspect and cfg.batch_size > 1
-        # the batches of an epoch as the training loop will draw them (one per orientation may be
-        # incomplete; with several processes, one smaller than their number is skipped)
-        self.iters_per_epoch = len(self._loader(epoch=0, seed=cfg.seed, rank=0, world=cfg.processes))
+        # the batches of an epoch as the training loop will draw them (one per orientation may
+        # be incomplete), the same for any number of processes
+        self.iters_per_epoch = len(self._loader(epoch=0, seed=cfg.seed, rank=0, world=1))
         # Everything is checked before anything is written: the arguments, the data (every image
-        # decoded once), the resume checkpoint's compatibility, the output folder. The processes
-        # of a data-parallel run were started by a process that checked all of it.
-        launcher = not self.ctx.active
+        # decoded once), the resume checkpoint's compatibility, the output folder; by rank 0 (the
+        # other ranks write nothing), or by the process that started the workers of `processes`.
         self._resume = self._read_resume() if cfg.resume else None
         self._replaced: list[Path] = []
-        if launcher:
+        if self.ctx.is_main and not checked:
             if not cfg.resume:
                 inputs = [cfg.data, cfg.image_dir, cfg.pretrained if cfg.pretrained != "auto" else None, cfg.weights, cfg.val_data]
                 self._replaced = claim_outputs(
@@ -142,6 +186,18 @@ class Trainer:
                 self.verify_data(self.train_set, cfg.train_split)
         self._last_saved: str | None = None
 
+    def _check_world(self) -> None:
+        """The processes a launcher started must share out the batch."""
+        cfg, world = self.cfg, self.ctx.world
+        if not self.ctx.active:
+            return
+        if cfg.processes not in (1, world):
+            raise ConfigError(f"--processes {cfg.processes} starts its own processes, but this one is already one of "
+                              f"{world} started by a launcher (torchrun): leave --processes out")
+        if cfg.batch_size % world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} (the images of one step over all processes) must be a "
+                              f"multiple of the number of processes, {world}")
+
     def verify_data(self, dataset: Any, split: str | None) -> None:
         """Decode every image of `dataset` once (DetectionDataset.verify_images), logging the time."""
         t0 = time.perf_counter()
@@ -151,9 +207,8 @@ class Trainer:
     def _loader(self, epoch: int, seed: int, rank: int, world: int) -> Any:
         from fasterrcnn.data import build_loader
 
-        shard = (lambda b: shard_batches(b, rank, world)) if world > 1 else None
         return build_loader(self.train_set, batch_size=self.cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
-                            num_workers=self.cfg.num_workers, group_aspect=self.group_aspect, shard=shard)
+                            num_workers=self.cfg.num_workers, group_aspect=self.group_aspect, rank=rank, world=world)
 
     # ------------------------------------------------------------------ models and stages
 
@@ -231,6 +286,7 @@ class Trainer:
     # ------------------------------------------------------------------------------ run
 
     def run(self) -> TrainResult:
+        """Run the schedule, stage after stage, and save the final model."""
         cfg = self.cfg
         if self._replaced:  # the user asked (overwrite): the previous run's files go first
             self.log(f"--overwrite: removing the previous run's {', '.join(p.name for p in self._replaced)} from {self.out}")
@@ -238,36 +294,26 @@ class Trainer:
             self._replaced = []
         if cfg.processes > 1 and not self.ctx.active:
             return self._run_processes()
-        main = self.ctx.is_main
-        if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temp_files(self.out)  # those of a write a kill cut short (SIGKILL, power loss)
-            atomic_write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
-        resume = self._resume
-        if main and resume is None and (self.out / "metrics.jsonl").exists():  # a fresh start (a resume before the first checkpoint too)
-            (self.out / "metrics.jsonl").unlink()
-        logger: MetricsLogger | _NoLogger = (
-            MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None) if main else _NoLogger()
-        )
+        logger = self._open_outputs()
         self.log(self._describe())
         random.seed(cfg.seed + self.ctx.rank)
         torch.manual_seed(cfg.seed + self.ctx.rank)
         result = TrainResult(model=None, out_dir=self.out)  # type: ignore[arg-type]
-        global_iter = 0
+        resume, global_iter = self._resume, 0
         try:
             for spec in self.stages():
                 if resume is not None and spec.index < resume["stage"]:
                     global_iter += self._stage_iters(spec)
                     continue
-                model, iters, secs, images, losses = self._run_stage(spec, logger, resume, global_iter)
+                state = self._build(spec, global_iter)
+                if resume is not None and resume["stage"] == spec.index:
+                    self._restore(state, resume, logger)
                 resume = None
-                global_iter += iters
-                result.iterations += iters
-                result.seconds += secs
-                result.images += images
-                result.final_losses = losses
-                result.stages.append({"stage": spec.index, "name": spec.name, "epochs": spec.epochs, "iterations": iters, "seconds": secs})
-                if cfg.schedule == "alternating" and main:
+                self._train_stage(state, logger)
+                model = self._finish_stage(state)
+                global_iter += state.it
+                result.add_stage(state)
+                if cfg.schedule == "alternating" and self.ctx.is_main:
                     save_checkpoint(self.out / f"stage{spec.index}.pt", model, stage=spec.index)
                 self.ctx.barrier()  # the next stage may read this one's checkpoint
         finally:
@@ -275,25 +321,40 @@ class Trainer:
         model.set_stage("joint").freeze_backbone(False).eval()
         result.model = model
         result.checkpoint = self.out / "model_final.pt"
-        if main:
+        if self.ctx.is_main:
             save_checkpoint(result.checkpoint, model, classes=self.classes, train_config=cfg.to_dict())
         return result
 
+    def _open_outputs(self) -> MetricsLogger | _NoLogger:
+        """Rank 0: the output folder, the configuration file and the metrics log (a fresh one
+        unless resuming); the other ranks write nothing."""
+        cfg = self.cfg
+        if not self.ctx.is_main:
+            return _NoLogger()
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out)  # those of a write a kill cut short (SIGKILL, power loss)
+        atomic_write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+        if self._resume is None and (self.out / "metrics.jsonl").exists():  # a fresh start (a resume before the first checkpoint too)
+            (self.out / "metrics.jsonl").unlink()
+        return MetricsLogger(self.out / "metrics.jsonl", self.out / "tensorboard" if cfg.tensorboard else None)
+
     def _run_processes(self) -> TrainResult:
-        """`cfg.processes` data-parallel processes (engine.distributed); the trained model is
-        read back from the checkpoint the rank-0 process wrote."""
+        """`cfg.processes` data-parallel processes on this machine, started through PyTorch's
+        launcher (engine.distributed.launch_local); the trained model is read back from the
+        checkpoint rank 0 wrote."""
         cfg = self.cfg
         self.log(f"training in {cfg.processes} data-parallel processes")
-        launch(_process_main, cfg.processes, (cfg,), device=self.device.type, threads=cfg.threads)
+        launch_local({"config": cfg.to_dict()}, cfg.processes, threads=cfg.threads)
         stats = json.loads((self.out / "train_result.json").read_text())
         model, _ = load_checkpoint(self.out / "model_final.pt", map_location=self.device)
         return TrainResult(model=model, out_dir=self.out, checkpoint=self.out / "model_final.pt", **stats)
 
     def _describe(self) -> str:
         cfg = self.cfg
+        share = f" ({cfg.batch_size // self.ctx.world} in each of {self.ctx.world} processes)" if self.ctx.active else ""
         return (
             f"training {cfg.preset} ({cfg.schedule}) on {cfg.data} [{cfg.train_split}]: {len(self.train_set)} images, "
-            f"{len(self.classes)} classes, batch {cfg.batch_size}, {self.iters_per_epoch} iterations/epoch, "
+            f"{len(self.classes)} classes, batch {cfg.batch_size}{share}, {self.iters_per_epoch} iterations/epoch, "
             f"device {self.device.type}, precision {self.precision}, output {self.out}"
         )
 
@@ -308,124 +369,174 @@ class Trainer:
             return None
         ckpt = read_checkpoint(path, map_location="cpu")
         saved = ckpt.get("train_config", {})
-        for key in ("preset", "schedule", "batch_size", "data", "train_split", "seed", "processes"):
-            if saved.get(key, 1 if key == "processes" else None) != getattr(self.cfg, key):
+        for key in ("preset", "schedule", "batch_size", "data", "train_split", "seed"):
+            if saved.get(key) != getattr(self.cfg, key):
                 raise CheckpointError(f"{path} was written with {key}={saved.get(key)!r}, but this run has {key}={getattr(self.cfg, key)!r}")
+        saved_world = _saved_world(ckpt)
         self.log(f"resuming from {path}: stage {ckpt['stage']}, {ckpt['epoch']} epoch(s) done")
+        if saved_world != self.ctx.world:
+            self.log(f"note: {path} was written by {saved_world} process(es), this run has {self.ctx.world}: the weights, "
+                     f"optimiser, schedule and the order of the batches of {self.cfg.batch_size} images continue exactly; "
+                     "each process's random stream (anchor and RoI sampling, flips) is reseeded, and BatchNorm sees "
+                     f"{self.cfg.batch_size // self.ctx.world} image(s) per process, so the run is not bit-identical to an "
+                     "uninterrupted one")
         ckpt["path"] = path
         return ckpt
 
-    def _run_stage(
-        self, spec: StageSpec, logger: MetricsLogger, resume: dict[str, Any] | None, global_start: int
-    ) -> tuple[FasterRCNN, int, float, int, dict[str, float]]:
-        cfg = self.cfg
+    # ------------------------------------------------------------------- a stage's parts
 
+    def _build(self, spec: StageSpec, global_start: int) -> _Stage:
+        """The stage's model (the parts it does not use frozen), its data-parallel wrapper,
+        optimiser, learning-rate schedule, loss scaler, weight average and proposal source."""
+        cfg = self.cfg
         model = spec.build().to(self.device)
         model.set_stage(spec.mode)
         model.freeze_backbone(spec.freeze_backbone)
         if spec.trainable != "all":
             model.requires_grad_(False)
             getattr(model, spec.trainable).requires_grad_(True)
+        unused = {"rpn": "roi_heads", "detector": "rpn"}.get(spec.mode)
+        if unused is not None:  # an RPN step does not run the detector, a detector step has its proposals
+            getattr(model, unused).requires_grad_(False)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.ctx.broadcast_model(model)
+        if cfg.sync_bn and self.ctx.active:
+            model = convert_sync_batchnorm(model, self.device)
+        net = wrap_model(model, self.ctx, self.device)
         optimizer = build_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.bias_lr_factor, cfg.bias_weight_decay, kind=cfg.optimizer)
         total_iters = self._stage_iters(spec)
         warmup = min(cfg.warmup_iters, total_iters)
         if cfg.lr_schedule == "cosine":
             scheduler: WarmupStepLR = WarmupCosineLR(optimizer, total_iters, warmup, cfg.warmup_factor)
         else:
-            steps = [int(f * total_iters) for f in cfg.lr_steps]
-            scheduler = WarmupStepLR(optimizer, steps, cfg.gamma, warmup, cfg.warmup_factor)
+            scheduler = WarmupStepLR(optimizer, [int(f * total_iters) for f in cfg.lr_steps], cfg.gamma, warmup, cfg.warmup_factor)
         scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        start_epoch, it = 0, 0
-        if resume is not None and resume["stage"] == spec.index:
-            model.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            start_epoch, it = resume["epoch"], resume["iteration"]
-            rng = resume["rng"] if self.ctx.rank == 0 else resume["rng_ranks"][self.ctx.rank]
+        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+        self.log(f"[stage {spec.index}] {spec.name}: {spec.epochs} epoch(s), {total_iters} iterations, "
+                 f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters")
+        return _Stage(spec, model, net, optimizer, scheduler, scaler, ema, self.proposal_source(spec, model), total_iters, global_start)
+
+    def _restore(self, state: _Stage, ckpt: dict[str, Any], logger: MetricsLogger | _NoLogger) -> None:
+        """Continue `state`'s stage from the checkpoint `ckpt`: weights, optimiser, schedule,
+        weight average, position and (same number of processes) each process's random state."""
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        state.epoch, state.it = ckpt["epoch"], ckpt["iteration"]
+        if state.ema is not None:
+            if "ema" not in ckpt:
+                raise CheckpointError(f"{ckpt['path']} holds no weight average, but this run has ema_decay={self.cfg.ema_decay}")
+            state.ema.load_state_dict(ckpt["ema"])
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if len(ranks) == self.ctx.world:
+            rng = ranks[self.ctx.rank]
             torch.set_rng_state(rng["torch"])
             random.setstate(_tuple_state(rng["python"]))
             if torch.cuda.is_available() and rng.get("cuda") is not None:
                 torch.cuda.set_rng_state_all(rng["cuda"])
-            logger.truncate_after(global_start + it)
-        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
-        if ema is not None and resume is not None and resume["stage"] == spec.index:
-            if "ema" not in resume:
-                raise CheckpointError(f"{resume['path']} holds no weight average, but this run has ema_decay={cfg.ema_decay}")
-            ema.load_state_dict(resume["ema"])
-        propose = self.proposal_source(spec, model)
-        self.log(f"[stage {spec.index}] {spec.name}: {spec.epochs} epoch(s), {total_iters} iterations, "
-                 f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters")
-        window: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=20))
-        seconds, images_seen = 0.0, 0
-        epoch_losses: dict[str, float] = {}
-        for epoch in range(start_epoch, spec.epochs):
-            if it >= total_iters:
-                break
-            self.train_set.set_epoch(epoch)
-            loader = self._loader(epoch, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
-            sums: dict[str, float] = defaultdict(float)
-            count = 0
-            bar = tqdm(total=min(self.iters_per_epoch, total_iters - it), desc=f"stage {spec.index} epoch {epoch + 1}/{spec.epochs}", disable=not (cfg.progress and self.ctx.is_main), unit="it", dynamic_ncols=True)
-            t_epoch = time.perf_counter()
-            for images, targets in loader:
-                if it >= total_iters:
+        else:  # another number of processes (noted by _read_resume): fresh streams, still deterministic
+            seed = self.cfg.seed + 7919 * (state.epoch + 1) + self.ctx.rank
+            torch.manual_seed(seed)
+            random.seed(seed)
+        logger.truncate_after(state.global_start + state.it)
+
+    def _train_stage(self, state: _Stage, logger: MetricsLogger | _NoLogger) -> None:
+        """The stage's epochs, each followed by its end-of-epoch work and checkpoint; one
+        progress bar over the stage's whole budget of iterations."""
+        spec = state.spec
+        bar = tqdm(total=state.total_iters, initial=state.it, desc=f"stage {spec.index} ({spec.mode})", unit="it",
+                   disable=not (self.cfg.progress and self.ctx.is_main), dynamic_ncols=True)
+        try:
+            for epoch in range(state.epoch, spec.epochs):
+                if state.it >= state.total_iters:
                     break
                 t0 = time.perf_counter()
-                try:
-                    losses = self._step(model, optimizer, scheduler, scaler, images, targets, propose, global_start + it)
-                except (FloatingPointError, NonFiniteError) as exc:
-                    what = str(exc) if isinstance(exc, FloatingPointError) else f"the forward pass produced non-finite values ({exc})"
-                    raise self._diverged(what, spec, epoch, global_start + it + 1) from exc
-                if ema is not None:
-                    ema.update(model)
-                dt = time.perf_counter() - t0
-                seconds += dt
-                images_seen += len(images) * self.ctx.world
-                it += 1
-                count += 1
-                for k, v in losses.items():
-                    window[k].append(v)
-                    sums[k] += v
-                bar.update(1)
-                bar.set_postfix({k: f"{sum(v) / len(v):.3f}" for k, v in window.items()}, refresh=False)
-                if it % cfg.log_every == 0 or it == total_iters:
-                    means = {k: sum(v) / len(v) for k, v in window.items()}
-                    rec = {"kind": "train", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
-                           "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_factor", 1.0),
-                           "loss": sum(means.values()), **means, "sec_per_iter": dt, "images_per_s": len(images) / dt}
-                    logger.log(rec, step=global_start + it)
+                sums, count = self._train_epoch(state, epoch, bar, logger)
+                state.epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}
+                self._end_epoch(state, epoch, logger, time.perf_counter() - t0)
+        finally:
             bar.close()
-            epoch_losses = {k: v / max(count, 1) for k, v in sums.items()}
-            logger.log({"kind": "epoch", "stage": spec.index, "epoch": epoch + 1, "iter": it, "global_iter": global_start + it,
-                        **epoch_losses, "seconds": time.perf_counter() - t_epoch}, step=global_start + it)
-            self.log(f"[stage {spec.index}] epoch {epoch + 1}/{spec.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in epoch_losses.items()))
-            self.ctx.average_buffers(model)
-            if ema is not None:  # every process then holds the same average (exact resume)
-                self.ctx.average_buffers(ema.module)
-            rng = {"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
-                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-            rng_ranks = self.ctx.gather(rng)
-            bad = nonfinite_entries(model.state_dict()) + (nonfinite_entries(ema.module.state_dict()) if ema is not None else [])
-            if bad:
-                raise self._diverged(f"non-finite values (NaN or inf) in {', '.join(bad[:3])}", spec, epoch, global_start + it)
-            if self.ctx.is_main:
-                extra = {"rng_ranks": rng_ranks} if self.ctx.active else {}
-                if ema is not None:
-                    extra["ema"] = ema.state_dict()
-                self._last_saved = f"{self.out / 'last.pt'} (stage {spec.index}, epoch {epoch + 1}, iteration {it})"
-                save_checkpoint(
-                    self.out / "last.pt", model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    stage=spec.index, epoch=epoch + 1, iteration=it, classes=self.classes, train_config=cfg.to_dict(),
-                    rng=rng, **extra,
-                )
-        if ema is not None:  # the stage's result is the average (its BatchNorm statistics included)
-            model.load_state_dict(ema.module.state_dict())
-        if cfg.precise_bn_iters:
-            self._precise_bn(model, spec, propose)
-        return model, it, seconds, images_seen, epoch_losses
+
+    def _train_epoch(self, state: _Stage, epoch: int, bar: tqdm, logger: MetricsLogger | _NoLogger) -> tuple[dict[str, float], int]:
+        """One epoch's steps (up to the stage's budget): the summed losses and the step count."""
+        cfg, spec = self.cfg, state.spec
+        self.train_set.set_epoch(epoch)
+        loader = self._loader(epoch, cfg.seed + spec.index, self.ctx.rank, self.ctx.world)
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        for images, targets in loader:
+            if state.it >= state.total_iters:
+                break
+            t0 = time.perf_counter()
+            try:
+                losses = self._step(state, images, targets)
+            except (FloatingPointError, NonFiniteError) as exc:
+                what = str(exc) if isinstance(exc, FloatingPointError) else f"the forward pass produced non-finite values ({exc})"
+                raise self._diverged(what, spec, epoch, state.global_start + state.it + 1) from exc
+            if state.ema is not None:
+                state.ema.update(state.model)
+            dt = time.perf_counter() - t0
+            state.seconds += dt
+            state.images += len(images) * self.ctx.world
+            state.it += 1
+            count += 1
+            for k, v in losses.items():
+                state.window[k].append(v)
+                sums[k] += v
+            bar.update(1)
+            bar.set_postfix({"epoch": f"{epoch + 1}/{spec.epochs}", **{k: f"{sum(v) / len(v):.3f}" for k, v in state.window.items()}},
+                            refresh=False)
+            if state.it % cfg.log_every == 0 or state.it == state.total_iters:
+                self._log_step(state, epoch, logger, dt, len(images) * self.ctx.world)
+        return sums, count
+
+    def _log_step(self, state: _Stage, epoch: int, logger: MetricsLogger | _NoLogger, dt: float, images: int) -> None:
+        means = {k: sum(v) / len(v) for k, v in state.window.items()}
+        group = state.optimizer.param_groups[0]
+        rec = {"kind": "train", "stage": state.spec.index, "epoch": epoch + 1, "iter": state.it,
+               "global_iter": state.global_start + state.it, "lr": group["lr"] / group.get("lr_factor", 1.0),
+               "loss": sum(means.values()), **means, "sec_per_iter": dt, "images_per_s": images / dt}
+        logger.log(rec, step=state.global_start + state.it)
+
+    def _end_epoch(self, state: _Stage, epoch: int, logger: MetricsLogger | _NoLogger, seconds: float) -> None:
+        """Log the epoch, average the BatchNorm statistics over the processes, check every
+        weight is finite, and save `last.pt`."""
+        spec, step = state.spec, state.global_start + state.it
+        logger.log({"kind": "epoch", "stage": spec.index, "epoch": epoch + 1, "iter": state.it, "global_iter": step,
+                    **state.epoch_losses, "seconds": seconds}, step=step)
+        self.log(f"[stage {spec.index}] epoch {epoch + 1}/{spec.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in state.epoch_losses.items()))
+        self.ctx.average_buffers(state.model)
+        if state.ema is not None:  # every process then holds the same average (exact resume)
+            self.ctx.average_buffers(state.ema.module)
+        bad = nonfinite_entries(state.model.state_dict()) + (nonfinite_entries(state.ema.module.state_dict()) if state.ema is not None else [])
+        if bad:
+            raise self._diverged(f"non-finite values (NaN or inf) in {', '.join(bad[:3])}", spec, epoch, step)
+        self._save_last(state, epoch)
+
+    def _save_last(self, state: _Stage, epoch: int) -> None:
+        """`last.pt` (rank 0, atomic): everything a resume needs, each process's random state included."""
+        rng = {"torch": torch.get_rng_state(), "python": _list_state(random.getstate()),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        rng_ranks = self.ctx.gather(rng)
+        if not self.ctx.is_main:
+            return
+        extra = {"ema": state.ema.state_dict()} if state.ema is not None else {}
+        self._last_saved = f"{self.out / 'last.pt'} (stage {state.spec.index}, epoch {epoch + 1}, iteration {state.it})"
+        save_checkpoint(
+            self.out / "last.pt", state.model, optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
+            stage=state.spec.index, epoch=epoch + 1, iteration=state.it, classes=self.classes, train_config=self.cfg.to_dict(),
+            rng=rng, rng_ranks=rng_ranks, world_size=self.ctx.world, **extra,
+        )
+
+    def _finish_stage(self, state: _Stage) -> FasterRCNN:
+        """The stage's result: the weight average if kept, BatchNorm statistics re-estimated if
+        asked, plain BatchNorm layers again."""
+        model = state.model
+        if state.ema is not None:  # the stage's result is the average (its BatchNorm statistics included)
+            model.load_state_dict(state.ema.module.state_dict())
+        if self.cfg.precise_bn_iters:
+            self._precise_bn(model, state.spec, state.propose)
+        return revert_sync_batchnorm(model)
 
     def _diverged(self, what: str, spec: StageSpec, epoch: int, iteration: int) -> TrainingDivergedError:
         """The one error a divergence ends the run with: what and when, the checkpoint kept, what to try."""
@@ -476,24 +587,19 @@ class Trainer:
         targets = [{k: (v.to(self.device) if isinstance(v, Tensor) else v) for k, v in t.items()} for t in targets]
         return images, targets
 
-    def _step(
-        self,
-        model: FasterRCNN,
-        optimizer: torch.optim.Optimizer,
-        scheduler: WarmupStepLR,
-        scaler: torch.amp.GradScaler | None,
-        images: list[Tensor],
-        targets: list[dict[str, Any]],
-        propose: Callable[[list[Tensor]], list[Tensor]] | None,
-        global_iter: int,
-    ) -> dict[str, float]:
+    def _step(self, state: _Stage, images: list[Tensor], targets: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimiser step on this process's share of a batch. The backward pass through
+        DistributedDataParallel leaves every replica with the gradients averaged over the
+        processes; the loss values are averaged too, so that all see the same (and stop
+        together when they are not finite)."""
+        model, optimizer, scaler = state.model, state.optimizer, state.scaler
         model.train()
         images, targets = self._to_device(images, targets)
-        proposals = propose(images) if propose is not None else None
+        proposals = state.propose(images) if state.propose is not None else None
         with autocast(self.device, self.precision):
-            losses = model(images, targets, proposals=proposals)
+            losses = state.net(images, targets, proposals=proposals)
         loss = sum(losses.values())
-        shown = self.ctx.average_values(losses)  # every process sees the same values (and stops together)
+        shown = self.ctx.average_values(losses)
         if not torch.isfinite(sum(shown.values())):
             raise FloatingPointError(
                 f"the loss became {float(sum(shown.values()))} "
@@ -503,11 +609,9 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         if scaler is not None:
             scaler.scale(loss).backward()
-            self.ctx.average_gradients(trainable)
             scaler.unscale_(optimizer)
         else:
             loss.backward()
-            self.ctx.average_gradients(trainable)
         if self.cfg.clip_grad_norm:
             norm = torch.nn.utils.clip_grad_norm_(trainable, self.cfg.clip_grad_norm)
         else:
@@ -521,7 +625,7 @@ class Trainer:
             scaler.update()
         else:
             optimizer.step()
-        scheduler.step()
+        state.scheduler.step()
         return {k: float(v.detach()) for k, v in shown.items()}
 
 
@@ -548,14 +652,11 @@ class _NoLogger:
     def close(self) -> None: ...
 
 
-def _process_main(ctx: Context, cfg: TrainConfig) -> None:
-    """One data-parallel training process; rank 0 also writes the run's statistics for the
-    launching process."""
-    result = Trainer(cfg, log=print, ctx=ctx).run()
-    if ctx.is_main:
-        stats = {"iterations": result.iterations, "seconds": result.seconds, "images": result.images,
-                 "final_losses": result.final_losses, "stages": result.stages}
-        atomic_write_text(Path(cfg.out) / "train_result.json", json.dumps(stats))
+def _saved_world(ckpt: dict[str, Any]) -> int:
+    """How many processes wrote the checkpoint `ckpt`."""
+    if "world_size" in ckpt:
+        return int(ckpt["world_size"])
+    return len(ckpt["rng_ranks"]) if ckpt.get("rng_ranks") else 1
 
 
 def _list_state(state: Any) -> Any:
