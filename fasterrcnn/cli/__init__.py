@@ -69,11 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"fasterrcnn: error: {user_message(exc)}", file=sys.stderr)
-        return 2
+        return _leave(2)
     except KeyboardInterrupt:
         print("fasterrcnn: interrupted", file=sys.stderr)
-        return 130
-    return int(result or 0)
+        return _leave(130)
+    return _leave(int(result or 0))
+
+
+def _leave(code: int) -> int:
+    """The exit status; a process of a data-parallel run (torchrun) leaves its process group
+    first and exits at once (engine.distributed.exit_process says why)."""
+    if "torch.distributed" not in sys.modules:
+        return code
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return code
+    from fasterrcnn.engine.distributed import exit_process, shutdown
+
+    if code == 0:
+        shutdown()  # on an error the other ranks may be gone: no collective
+    exit_process(code)
 
 
 def user_message(exc: BaseException) -> str:

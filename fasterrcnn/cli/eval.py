@@ -58,12 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fasterrcnn.cli.train import parse_overrides
     from fasterrcnn.data import build_dataset, is_single_file
+    from fasterrcnn.engine.distributed import Context
     from fasterrcnn.engine.evaluate import evaluate_detections, evaluate_model
     from fasterrcnn.engine.precision import autocast_dtype, resolve_device, resolve_precision
     from fasterrcnn.errors import ConfigError
     from fasterrcnn.evaluation import format_results_table, load_detections_file
     from fasterrcnn.outputs import claim_outputs
 
+    ctx = Context.from_env()  # under torchrun: this process's share of the images
+    say = print if ctx.is_main else _silent
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError("--batch-size must be >= 1 and --workers >= 0")
     if args.flip_tta and args.detections:
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if onnx_model and args.flip_tta:
         raise ConfigError("--flip-tta runs a PyTorch checkpoint; an ONNX file runs as it was exported")
     if onnx_model and args.recall:
-        print("note: proposal recall is not measured for an ONNX model (it returns detections only)")
+        say("note: proposal recall is not measured for an ONNX model (it returns detections only)")
         args.recall = False
     if is_single_file(args.data, args.format):
         if args.split is not None:
@@ -82,13 +85,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.split is None:
         args.split = "test"
     planned = ["report.json", *(["pr_curves"] if args.plots else [])]
-    claim_outputs(args.out, planned, inputs=[args.checkpoint, args.weights, args.detections, args.data], overwrite=args.overwrite,
-                  what="evaluation outputs")
+    if ctx.is_main:
+        claim_outputs(args.out, planned, inputs=[args.checkpoint, args.weights, args.detections, args.data],
+                      overwrite=args.overwrite, what="evaluation outputs")
     extra = {"split": args.split, "data": args.data}
     if args.checkpoint or args.torchvision:
         from fasterrcnn.cli._models import load_model
+        from fasterrcnn.engine.distributed import setup
 
-        device = resolve_device(args.device)
+        ctx, device = setup(resolve_device(args.device), ctx)
         precision = resolve_precision(args.precision, device)
         model, source = load_model(args, device, parse_overrides(args.overrides))
         model.prepare_for_inference(channels_last=args.channels_last, autocast_dtype=autocast_dtype(precision))
@@ -101,11 +106,11 @@ def run(args: argparse.Namespace) -> int:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False, classes=classes,
                                 min_size=scale.min_size, max_size=scale.max_size,
                                 **({"image_dir": args.image_dir} if args.image_dir else {}))
-        print(f"evaluating {source} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        say(f"evaluating {source} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results, _ = evaluate_model(
             model, dataset, device=device, precision=precision, batch_size=args.batch_size, num_workers=args.workers,
             recall=args.recall, out_dir=args.out, coco=args.coco, plots=args.plots, progress=args.progress,
-            extra={"checkpoint": source, "flip_tta": args.flip_tta, **extra},
+            extra={"checkpoint": source, "flip_tta": args.flip_tta, **extra}, log=say, ctx=ctx,
         )
     else:
         dataset = build_dataset(args.data, args.split, format=args.format, train=False,
@@ -113,11 +118,18 @@ def run(args: argparse.Namespace) -> int:
         image_ids = [dataset.annotation(i)["image_id"] for i in range(len(dataset))]
         dets = load_detections_file(args.detections, image_ids=image_ids, category_ids=getattr(dataset, "category_ids", None),
                                     num_classes=len(dataset.classes))
-        print(f"evaluating {args.detections} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
+        if not ctx.is_main:  # a detections file is scored once
+            return 0
+        say(f"evaluating {args.detections} on {args.data} [{args.split or 'the whole file'}]: {len(dataset)} images, {len(dataset.classes)} classes")
         results = evaluate_detections(dets, dataset, out_dir=args.out, coco=args.coco, plots=args.plots,
                                       extra={"detections": args.detections, **extra})
-    print(format_results_table(results))
-    print(f"\nreport: {results['report_path']}")
+    say(format_results_table(results))
+    if ctx.is_main:
+        say(f"\nreport: {results['report_path']}")
     if results.get("pr_curves"):  # not when matplotlib is missing (noted at the start)
-        print(f"PR curves: {args.out}/pr_curves/")
+        say(f"PR curves: {args.out}/pr_curves/")
     return 0
+
+
+def _silent(*args: object, **kwargs: object) -> None:
+    """The output of the ranks other than 0 under torchrun."""

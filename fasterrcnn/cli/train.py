@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "image per mini-batch, shorter side 600 px, horizontal flips, approximate joint training. "
             "Options override a --config file (JSON/YAML with the same keys). Writes checkpoints "
             "(last.pt each epoch, model_final.pt), metrics.jsonl, a loss curve and, when the data "
-            "has a test split, an evaluation report and PR curves into --out."
+            "has a test split, an evaluation report and PR curves into --out. Data-parallel: --processes N on "
+            "this machine, or `torchrun --nproc-per-node P [--nnodes M ...] -m fasterrcnn train ...` on one or "
+            "more machines (--batch-size is the images of one step over all processes; docs/DISTRIBUTED.md)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,
@@ -97,8 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes (default 2)")
     g.add_argument("--threads", type=int, help="torch intra-op threads (per process with --processes)")
     g.add_argument("--processes", type=int,
-                   help="data-parallel training processes, each on batch-size / processes images of every batch, "
-                        "gradients averaged (CPU: the cores shared out; CUDA: one GPU each; default 1)")
+                   help="data-parallel training processes on this machine, each on batch-size / processes images of "
+                        "every batch, gradients averaged by DistributedDataParallel (CPU: the cores shared out; CUDA: "
+                        "one GPU each; default 1). For several machines launch with torchrun instead (docs/DISTRIBUTED.md)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="synchronise BatchNorm over the processes: statistics of the whole batch, not of each "
+                        "process's share (for BatchNorm'd models, e.g. the small preset, with few images per process)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--max-iters", type=int, help="stop each stage after this many iterations")
     g.add_argument("--log-every", type=int, help="log metrics every N iterations (default 20)")
@@ -162,9 +168,11 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fasterrcnn.engine.distributed import Context
     from fasterrcnn.engine.report import print_summary, train_and_evaluate
 
     cfg = build_config(args)
     summary = train_and_evaluate(cfg, evaluate=getattr(args, "evaluate", True))
-    print_summary(summary)
+    if Context.from_env().is_main:
+        print_summary(summary)
     return 0

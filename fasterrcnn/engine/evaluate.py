@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from fasterrcnn._optional import missing_note, missing_reason, optional_import
+from fasterrcnn.engine.distributed import Context
 from fasterrcnn.engine.inference import Predictions, predict
 
 __all__ = ["RECALL_PROPOSALS", "evaluate_detections", "evaluate_model", "ground_truth", "missing_outputs"]
@@ -41,6 +43,26 @@ def _skip_missing(coco: bool, plots: bool, log: Any) -> tuple[bool, bool, dict[s
     for key in skipped:
         log(missing_note(OPTIONAL_OUTPUTS[key], SKIPPED_TEXT[key]))
     return coco and "coco" not in skipped, plots and "pr_curves" not in skipped, skipped
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _gather_predictions(preds: Predictions, ctx: Context) -> Predictions:
+    """Every rank's predictions (rank r predicted images r, r + world, ...) in the data set's
+    order; the time is the slowest rank's."""
+    parts = ctx.gather((preds.detections, preds.proposals, preds.seconds))
+    out = Predictions(seconds=max(p[2] for p in parts))
+    longest = max(len(p[0]) for p in parts)
+    for i in range(longest):
+        for detections, proposals, _ in parts:
+            if i < len(detections):
+                out.detections.append(detections[i])
+                if proposals:
+                    out.proposals.append(proposals[i])
+    out.num_images = len(out.detections)
+    return out
 
 
 def ground_truth(dataset: Any) -> list[dict[str, Any]]:
@@ -104,23 +126,36 @@ def evaluate_model(
     extra: dict[str, Any] | None = None,
     skipped: dict[str, str] | None = None,
     log: Any = print,
+    ctx: Context | None = None,
 ) -> tuple[dict[str, Any], Predictions]:
     """Run `model` on every image of `dataset` and evaluate; returns (results, predictions).
-    Outputs whose module is missing are noted before the model runs (see `evaluate_detections`)."""
+    Outputs whose module is missing are noted before the model runs (see `evaluate_detections`).
+
+    In a data-parallel run (`ctx` of several processes, e.g. under torchrun) each process runs
+    the model on its share of the images (every world-th), the predictions are gathered in the
+    data set's order, and every process gets the metrics of the whole set; only rank 0 logs and
+    writes `out_dir`."""
     from fasterrcnn.data import build_loader
 
+    ctx = ctx or Context()
+    if not ctx.is_main:
+        log, out_dir, progress = _silent, None, False
     coco, plots, missing = _skip_missing(coco, plots and out_dir is not None, log)
     skipped = {**(skipped or {}), **missing}
-    loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    share = Subset(dataset, range(ctx.rank, len(dataset), ctx.world)) if ctx.active else dataset
+    loader = build_loader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     preds = predict(
         model, loader, device, precision, num_proposals=max(RECALL_PROPOSALS) if recall else None, progress=progress, desc="evaluate"
     )
+    if ctx.active:
+        preds = _gather_predictions(preds, ctx)
     info = {
         "images": preds.num_images,
         "seconds": round(preds.seconds, 3),
         "seconds_per_image": round(preds.seconds / max(preds.num_images, 1), 4),
         "precision": precision,
         "device": str(device),
+        **({"processes": ctx.world} if ctx.active else {}),
     }
     results = evaluate_detections(
         preds.detections, dataset, proposals=preds.proposals or None, out_dir=out_dir, coco=coco, plots=plots,

@@ -22,6 +22,8 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
     from fasterrcnn.evaluation import plot_loss_curve
 
     trainer = Trainer(cfg, log=log)
+    log = trainer.log  # silent in the ranks other than 0 of a data-parallel run
+    main = trainer.ctx.is_main
     val, on_train = _evaluation_set(cfg, trainer, log) if evaluate else (None, False)
     # Outputs whose module is missing are said before training (one note each), not after it.
     skipped = missing_outputs(coco=val is not None, plots=True)
@@ -34,7 +36,7 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
     out = Path(cfg.out)
     files: dict[str, str] = {"checkpoint": str(result.checkpoint), "metrics": str(out / "metrics.jsonl")}
     records = [r for r in read_metrics(out / "metrics.jsonl") if r.get("kind") == "train"]
-    if records and plots:
+    if records and plots and main:
         curve = plot_loss_curve(
             records, out / "loss_curve.png", keys=["loss", *LOSS_KEYS], x_key="global_iter", log_scale=True,
             title=f"{cfg.preset} training losses ({cfg.schedule})",
@@ -68,18 +70,20 @@ def train_and_evaluate(cfg: TrainConfig, evaluate: bool = True, log: Any = print
         results, _ = evaluate_model(
             result.model, val, device=trainer.device, precision=trainer.precision, num_workers=cfg.num_workers,
             out_dir=out / "eval", progress=cfg.progress, extra=extra,
-            coco="coco" not in skipped, plots=plots, skipped=skipped, log=log,
+            coco="coco" not in skipped, plots=plots, skipped=skipped, log=log, ctx=trainer.ctx,
         )
         summary["eval"] = {**eval_summary(results), "on_training_data": on_train}
         summary["eval_table"] = _table(results)
-        files["report"] = results["report_path"]
+        if main:
+            files["report"] = results["report_path"]
         if results.get("pr_curves"):
             files["pr_curves"] = str(out / "eval" / "pr_curves")
     from fasterrcnn.evaluation import to_jsonable
     from fasterrcnn.fileio import atomic_write_text
 
-    atomic_write_text(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
-    files["summary"] = str(out / "summary.json")
+    if main:
+        atomic_write_text(out / "summary.json", json.dumps(to_jsonable(summary), indent=2))
+        files["summary"] = str(out / "summary.json")
     return summary
 
 
