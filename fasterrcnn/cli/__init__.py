@@ -25,7 +25,7 @@ from fasterrcnn import __version__
 from fasterrcnn.errors import FasterRCNNError, error_from_traceback
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "eval", "detect", "export", "data", "bench", "weights", "explain")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "eval", "detect", "export", "data", "bench", "weights", "explain", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:
