@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from fasterrcnn.errors import ConfigError, error_from_traceback
 
-__all__ = ["Context", "launch_local", "setup", "shutdown", "exit_process", "wrap_model"]
+__all__ = ["Context", "exit_process", "launch_local", "restart_caveat", "setup", "shutdown", "wrap_model"]
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,40 @@ def setup(device: torch.device, ctx: Context | None = None) -> tuple[Context, to
         torch.cuda.set_device(ctx.local_rank)
         device = torch.device("cuda", ctx.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ctx.rank, world_size=ctx.world)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _restart_safe_store(ctx)
+        dist.init_process_group(backend, rank=ctx.rank, world_size=ctx.world, **({"store": store} if store else {}))
     return ctx, device
+
+
+def _restart_safe_store(ctx: Context, env: dict[str, str] | None = None) -> dist.Store | None:
+    """The store the process group meets in, when the default one would fail after a restart.
+
+    Since torch 2.5 the training processes share torchrun's rendezvous store, and after a
+    restart the new processes read the addresses the dead ones had left in it (connection
+    refused; pytorch/pytorch#135712). On one machine every process of an attempt has the same
+    TORCHELASTIC_RESTART_COUNT, so a prefix of it keeps the attempts apart; on several machines
+    the counts may differ (an agent restarted by another's failure does not count it), so there
+    the rendezvous store must not be shared: TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (see
+    `restart_caveat`). None: the default store is safe."""
+    env = os.environ if env is None else env
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or ctx.local_world != ctx.world:
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    shared = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), ctx.world, is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"fasterrcnn/attempt_{ctx.restart}", shared)
+
+
+def restart_caveat(ctx: Context, env: dict[str, str] | None = None) -> str | None:
+    """A note for a multi-machine run that torchrun may restart but whose processes share its
+    rendezvous store (see `_restart_safe_store`); None when restarts are safe."""
+    env = os.environ if env is None else env
+    shared = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if shared and ctx.local_world != ctx.world and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        return ("note: a restart of this multi-machine run may fail to reconnect its processes (pytorch/pytorch#135712); "
+                "launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment")
+    return None
 
 
 def shutdown() -> None:

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fasterrcnn.engine.config import TrainConfig
-from fasterrcnn.engine.distributed import launch_local, setup, wrap_model
+from fasterrcnn.engine.distributed import launch_local, restart_caveat, setup, wrap_model
 from fasterrcnn.engine.ema import ModelEMA
 from fasterrcnn.engine.logger import MetricsLogger
 from fasterrcnn.engine.optim import WarmupCosineLR, WarmupStepLR, build_optimizer
@@ -144,6 +144,9 @@ class Trainer:
         cfg.validate()
         self.ctx, self.device = setup(resolve_device(cfg.device))
         self.log = log if self.ctx.is_main else _silent
+        caveat = restart_caveat(self.ctx)
+        if caveat:
+            self.log(caveat)
         if self.ctx.restart > 0 and not cfg.resume:  # the launcher restarted the run after a failure
             self.log(f"restart {self.ctx.restart} of this run: resuming from its last checkpoint")
             cfg = dataclasses.replace(cfg, resume=True, overwrite=False)
