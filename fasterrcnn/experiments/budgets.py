@@ -13,7 +13,7 @@ Two budgets:
 * ``quick``: tiny images (128-160 px), 24 training and 12 test images, 60 iterations a run:
   every experiment end to end in seconds (CI). Its figures say that the pipeline works, not
   what the trends are.
-* ``full``: 300 training and 100 test images of 256-332 px, 800 iterations of 2 images a run,
+* ``full``: 300 training and 100 test images of 256-332 px, 1,000 iterations of 2 images a run,
   what BENCHMARKS.md reports; about 35-45 minutes for all five experiments on 2 CPU cores
   (runs shared between experiments are trained once: see `Workspace`).
 """
@@ -77,7 +77,7 @@ FULL = Budget(
     name="full",
     synth={**_SYNTH_COMMON, "num_train": 300, "num_test": 100, "min_size": 256, "max_size": 332, "min_object": 24.0,
            "max_object": 180.0, "max_objects": 5, "difficult_size": 20.0, "seed": 0},
-    min_size=256, max_size=384, iters=800,
+    min_size=256, max_size=384, iters=1000,
 )
 BUDGETS: dict[str, Budget] = {b.name: b for b in (QUICK, FULL)}
 
