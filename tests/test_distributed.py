@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -224,8 +225,12 @@ def test_resume_with_another_number_of_processes(tiny, tmp_path, quick):
     """A run of 2 processes continued by 1 (as after losing a node): the schedule and the data
     order go on (the batch is the same 2 images), with a note that it is not bit-identical."""
     common = dict(data=str(tiny), out=str(tmp_path / "run"), val_split=None, threads=1, **quick)
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]
     first = Trainer(TrainConfig(epochs=1, processes=2, **common), log=lambda m: None).run()
     assert first.iterations == 7
+    # PyTorch's launcher ran in this process: its signal handlers must not stay behind (a Pool
+    # forked later would inherit them and hang in terminate())
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)] == handlers
     lines: list[str] = []
     resumed = Trainer(TrainConfig(epochs=2, processes=1, resume=True, **common), log=lines.append).run()
     assert resumed.iterations == 14 and any("written by 2 process(es), this run has 1" in m for m in lines), lines

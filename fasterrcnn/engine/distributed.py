@@ -23,8 +23,10 @@ import inspect
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,16 +200,29 @@ def wrap_model(model: nn.Module, ctx: Context, device: torch.device) -> nn.Modul
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, **{sync: False})
 
 
+_AGENT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
 @contextmanager
-def _quiet_launcher() -> Iterator[None]:
-    """The elastic agent logs every child's traceback; the caller reports the error once."""
+def _launcher_in_this_process() -> Iterator[None]:
+    """Run PyTorch's elastic agent inside the caller's process, and leave that process as it was.
+
+    The agent logs every failed child's traceback (the caller reports the error once) and
+    installs its own handlers for SIGTERM, SIGINT, SIGHUP and SIGQUIT (which stop the children)
+    without putting the previous ones back: processes the caller forks later (a
+    multiprocessing Pool) would inherit them and no longer die on SIGTERM, so Pool.terminate()
+    would wait for them forever."""
     logger = logging.getLogger("torch.distributed.elastic")
     level = logger.level
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in _AGENT_SIGNALS if hasattr(signal, name)}
     logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
         logger.setLevel(level)
+        if threading.current_thread() is threading.main_thread():
+            for name, handler in handlers.items():
+                signal.signal(getattr(signal, name), handler if handler is not None else signal.SIG_DFL)
 
 
 def launch_local(payload: dict[str, Any], nprocs: int, *, threads: int | None = None) -> None:
@@ -231,7 +246,7 @@ def launch_local(payload: dict[str, Any], nprocs: int, *, threads: int | None = 
         job = Path(tmp, "job.json")
         job.write_text(json.dumps({**payload, "threads": threads}))
         try:
-            with _quiet_launcher():
+            with _launcher_in_this_process():
                 elastic_launch(config, sys.executable)("-m", "fasterrcnn.engine.worker", str(job))
         except ChildFailedError as exc:
             raise _worker_error(exc) from None
