@@ -54,10 +54,13 @@ def run_experiment(name: str, workspace: Any, command: str = "", log: Callable[[
     module = experiment_module(name)
     log(f"== experiment {name}: {EXPERIMENTS[name][1]} ({workspace.budget.name} budget)")
     start = time.perf_counter()
+    first = len(workspace.history)
     result = module.run(workspace)
+    result.runs = workspace.history[first:]
     folder = Path(workspace.out) / name
     folder.mkdir(parents=True, exist_ok=True)
     result.plot = module.plot(result, folder / f"{name}.png")
     result.seconds = time.perf_counter() - start
     result.command = command
+    result.budget_detail = workspace.budget.describe()
     return write_result(result, folder)

@@ -49,6 +49,11 @@ class Budget:
     eval_images: int | None = None  # test images evaluated (None: all)
     recipe: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig fields
 
+    def describe(self) -> str:
+        """One line for the reports: what a run of this budget is."""
+        return (f"{self.iters} iterations of {self.batch_size} images a run at a shorter side of {self.min_size} px, "
+                f"{self.synth['num_train']} training and {self.synth['num_test']} test images")
+
     def train_fields(self) -> dict[str, Any]:
         """TrainConfig fields shared by every run of this budget (see the module docstring)."""
         return {

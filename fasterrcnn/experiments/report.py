@@ -43,15 +43,18 @@ class ExperimentResult:
     notes: list[str] = field(default_factory=list)
     plot: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # curves and per-run details
+    budget_detail: str = ""  # what a run of the budget is (Budget.describe)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # the runs it used: label, reused (from the folder), seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.name, "title": self.title, "budget": self.budget, "data": self.data,
+        return {"experiment": self.name, "title": self.title, "budget": self.budget, "budget_detail": self.budget_detail,
+                "data": self.data,
                 "command": self.command, "seconds": round(self.seconds, 1),
                 "columns": [{"key": c.key, "header": c.header, "fmt": c.fmt} for c in self.columns],
                 "rows": [{k: _plain(v) for k, v in r.items()} for r in self.rows],
                 "trends": [t.to_dict() for t in self.trends],
                 "trends_held": sum(t.held for t in self.trends), "trends_total": len(self.trends),
-                "notes": self.notes, "plot": self.plot, "extra": _plain(self.extra)}
+                "runs": self.runs, "notes": self.notes, "plot": self.plot, "extra": _plain(self.extra)}
 
 
 def _plain(value: Any) -> Any:
@@ -89,7 +92,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"- {t['claim']}: **{t['status']}** ({t['detail']})" for t in result["trends"]]
     if result["notes"]:
         lines += [""] + [f"Note: {n}" for n in result["notes"]]
-    lines += ["", f"Data: {result['data']}. Time: {result['seconds']:.0f} s. Command: `{result['command']}`"]
+    detail = f" ({result['budget_detail']})" if result.get("budget_detail") else ""
+    runs = result.get("runs", [])
+    reused = sum(r["reused"] for r in runs)
+    trained = len(runs) - reused
+    counted = (f" ({trained} run{'s' * (trained != 1)} trained, {reused} reused from the folder)" if runs else "")
+    lines += ["", f"Data: {result['data']}{detail}. Time: {result['seconds']:.0f} s{counted}. Command: `{result['command']}`"]
     if result.get("plot"):
         lines.append(f"Plot: {result['plot']}")
     return "\n".join(lines) + "\n"

@@ -74,6 +74,7 @@ class Workspace:
     train_set: Any = None
     test_set: Any = None
     scales: tuple[float, float, float] = (8.0, 16.0, 32.0)
+    history: list[dict[str, Any]] = field(default_factory=list)  # every run asked for: label, reused or trained, seconds
     _fingerprint: str = ""
     _ss: SelectiveSearchCache | None = field(default=None, repr=False)
 
@@ -193,6 +194,7 @@ class Workspace:
         key = self.run_key(cfg, "selective_search" if selective_search else "rpn")
         cached = self._load_run(label, key)
         if cached is not None:
+            self.history.append({"label": label, "reused": True, "seconds": cached.seconds})
             return cached
         directory = self.out / "runs" / f"{label}-{key}"
         cfg.out = str(directory)
@@ -213,6 +215,7 @@ class Workspace:
 
         atomic_write_text(directory / RUN_FILE, json.dumps(record, indent=2, default=str))
         self.log(f"[{label}] trained: {result.iterations} iterations in {result.seconds:.1f} s")
+        self.history.append({"label": label, "reused": False, "seconds": result.seconds})
         return Run(label, result.model.eval(), result.seconds, result.iterations, directory, cached=False)
 
     def _load_run(self, label: str, key: str) -> Run | None:
@@ -254,7 +257,7 @@ class Workspace:
         source = self.selective_search() if selective_search else None
         counted = _ProposalCounter(source) if source is not None else None
         try:
-            net = WithProposals(model, counted) if counted is not None else model
+            net = WithProposals(model, counted) if counted is not None else _CountingModel(model)
             results, preds = evaluate_model(net, self.test_set, device=torch.device("cpu"), num_workers=0, recall=False,
                                             coco=False, plots=False, progress=self.progress, log=self.log)
         finally:
@@ -267,7 +270,7 @@ class Workspace:
             prop_s, props = counted.seconds / n, counted.boxes / n
         else:
             prop_s = (stages.get("rpn_head", 0.0) + stages.get("proposals", 0.0)) / n
-            props = float(model.rpn.proposal_layer.post_nms_top_n["testing"])
+            props = net.boxes / n
         voc = results["voc"]
         return Evaluation(float(voc["map07"]), float(voc["map10"]), preds.seconds / n, props, prop_s)
 
@@ -298,6 +301,24 @@ class Workspace:
         from fasterrcnn.engine.evaluate import ground_truth
 
         return ground_truth(self.test_set)
+
+
+class _CountingModel(torch.nn.Module):
+    """A detector that adds up how many proposals its RPN gave the detector (its top-M after
+    NMS, at most 300 by default), with the calling convention of `FasterRCNN`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.boxes = 0
+
+    def forward(self, images: list[Tensor], targets: Any = None, **kwargs: Any) -> Any:
+        wanted = kwargs.get("return_proposals", False)
+        results = self.model(images, targets, **{**kwargs, "return_proposals": True})
+        self.boxes += sum(int(r["proposals"].shape[0]) for r in results)
+        if not wanted:
+            results = [{k: v for k, v in r.items() if k not in ("proposals", "proposal_scores")} for r in results]
+        return results
 
 
 class _ProposalCounter:
