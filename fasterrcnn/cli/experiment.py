@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Writes OUT/NAME/result.json, result.md (the table, ready to paste) and NAME.png. Training runs go to\n"
             "OUT/runs/ and are reused by later experiments in the same --out (the baseline, 3 scales x 3 ratios,\n"
             "lambda 10, joint training, is shared by all five); delete OUT/runs to train them again.\n"
-            "--budget quick takes about a minute for all five (tiny images: it checks the pipeline, not the trends);\n"
-            "full is what BENCHMARKS.md reports (about 35-45 minutes for all five on 2 CPU cores). Examples:\n\n"
+            "--budget quick takes about 70 s for all five (tiny images: it checks the pipeline, not the trends);\n"
+            "full is what BENCHMARKS.md reports (about 30 minutes for all five on 2 CPU cores). Examples:\n\n"
             "  fasterrcnn experiment anchors --budget quick\n"
             "  fasterrcnn experiment all --budget full --out runs/experiments/full\n"
             "  fasterrcnn experiment all --budget full --out runs/experiments/full --show   # print the tables again"
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None,
                    help="a data set with 'train' and 'test' splits (VOC, COCO, YOLO, LabelMe; default: the synthetic "
                         "set generated into OUT/data)")
-    p.add_argument("--budget", default="quick", help="quick (CI, about a minute for all) or full (BENCHMARKS.md); default quick")
+    p.add_argument("--budget", default="quick", help="quick (CI, about 70 s for all five) or full (about 30 min) (BENCHMARKS.md); default quick")
     p.add_argument("--out", default=None, help="output folder (default runs/experiments/BUDGET)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of every run (default 0)")
