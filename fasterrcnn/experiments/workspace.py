@@ -64,6 +64,10 @@ class Evaluation:
 
 @dataclass
 class Workspace:
+    """One --out folder of experiments: the budget, the data set (read once: `prepare`), the
+    anchor scales of its objects, the cached runs and Selective Search boxes, and the history
+    of the runs asked for (which were reused)."""
+
     out: Path
     budget: Budget
     data: Path
