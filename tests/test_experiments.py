@@ -229,3 +229,23 @@ def test_data_without_test_split_is_refused(tmp_path, capsys):
     assert main(["experiment", "recall", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert "no 'test' split" in capsys.readouterr().err
     assert not (Path(tmp_path) / "o" / "runs").exists()
+
+
+def test_detector_trains_on_the_given_proposals(quick_all, tmp_path):
+    from fasterrcnn.engine.config import TrainConfig
+    from fasterrcnn.experiments.proposals_source import train_on_proposals
+
+    seen: list[tuple[int, int]] = []
+
+    def source(images):  # one box per image, recorded
+        seen.extend(tuple(img.shape[-2:]) for img in images)
+        return [torch.tensor([[4.0, 4.0, img.shape[-1] - 4.0, img.shape[-2] - 4.0]]) for img in images]
+
+    cfg = TrainConfig(data=str(quick_all["out"] / "data"), out=str(tmp_path / "run"), preset="small", min_size=128, max_size=192,
+                      batch_size=2, max_iters=3, epochs=2, val_split=None, num_workers=0, progress=False, verify_images=False,
+                      threads=1)
+    result = train_on_proposals(cfg, source, log=lambda _m: None)
+    assert result.iterations == 3 and len(seen) == 6 and all(min(hw) == 128 for hw in seen)
+    assert set(result.final_losses) == {"det_cls", "det_reg"}  # the detector stage: no RPN losses
+    with pytest.raises(ConfigError, match="one stage"):
+        train_on_proposals(TrainConfig(data=cfg.data, schedule="alternating"), source)
