@@ -150,11 +150,11 @@ def test_divergence_keeps_the_last_good_checkpoint_and_says_what_to_try(poison, 
 
     step = Trainer._step
 
-    def faulty(self, model, *args):
-        losses = step(self, model, *args)
-        if args[-1] == 4:  # global iteration 5: the second epoch (3 iterations each)
-            name = next(k for k in model.state_dict() if k.endswith(poison))
-            model.state_dict()[name].fill_(float("nan") if poison == "weight" else float("inf"))
+    def faulty(self, state, *args):
+        losses = step(self, state, *args)
+        if state.global_start + state.it == 4:  # global iteration 5: the second epoch (3 iterations each)
+            name = next(k for k in state.model.state_dict() if k.endswith(poison))
+            state.model.state_dict()[name].fill_(float("nan") if poison == "weight" else float("inf"))
         return losses
 
     monkeypatch.setattr(Trainer, "_step", faulty)
