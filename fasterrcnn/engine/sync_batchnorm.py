@@ -10,12 +10,14 @@ matching gradient terms, so the step is that of one process on all B images.
 
 On CUDA this is torch.nn.SyncBatchNorm (NCCL, fused kernels). torch.nn.SyncBatchNorm does not
 run on CPU (DistributedDataParallel refuses it there), so CPU runs (gloo) use
-`CPUSyncBatchNorm`: the same statistics written with the differentiable all-reduce `_AllReduceSum`, whose backward pass sums the gradients of the
-statistics over the processes. Both keep BatchNorm's parameter and buffer names, so checkpoints do not change;
+`CPUSyncBatchNorm`: the same statistics and gradient (`_SyncBatchNormFunction`) on gloo's
+all-reduce. Both keep BatchNorm's parameter and buffer names, so checkpoints do not change;
 `revert_sync_batchnorm` gives the trained model plain BatchNorm back.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,22 +27,62 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm"]
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """The sum over the processes, differentiable: the gradient of every process's input is
-    the sum over the processes of the gradients of the output (each process's loss depends on
-    every process's input through the sum)."""
+def _all_reduce_sum(t: Tensor) -> Tensor:
+    dist.all_reduce(t)
+    return t
+
+
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Batch normalisation with the statistics of every process's input, forward and backward.
+
+    Forward: this process's per-channel count n, mean and variance (one fused pass), summed over
+    the processes as (n, n * mean, n * E[x^2]) to the whole batch's mean and inverse standard
+    deviation; y = x * scale + shift. Backward (the gradient of BatchNorm, Ioffe & Szegedy 2015,
+    with the sums taken over the whole batch): this process's sums of dy and dy * (x - mean) are
+    summed over the processes (each process's loss depends on every process's input through
+    the statistics; DistributedDataParallel then averages the parameters' gradients), and
+    dx = w / sigma * (dy - sum_dy / N - (x - mean) / sigma^2 * sum_dy_xmu / N). The weight and
+    bias gradients are this process's own sums, as for any parameter under DDP."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        xf = x if x.dtype == torch.float32 else x.float()
+        dims = [0, *range(2, x.dim())]
+        var_l, mean_l = torch.var_mean(xf, dims, correction=0)
+        n_l = torch.full((1,), x.numel() / max(x.shape[1], 1), dtype=torch.float32, device=x.device)
+        stats = _all_reduce_sum(torch.cat([n_l * mean_l, n_l * (var_l + mean_l * mean_l), n_l]))
+        c = x.shape[1]
+        total = max(float(stats[-1]), 1.0)
+        mean = stats[:c] / total
+        var = (stats[c : 2 * c] / total - mean * mean).clamp(min=0.0)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight.float()
+        shift = -mean * scale if bias is None else bias.float() - mean * scale
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.total, ctx.dims, ctx.shape = total, dims, shape
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var, torch.tensor(total)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        out = grad.contiguous().clone()
-        dist.all_reduce(out)
-        return out
+    def backward(ctx: Any, dy: Tensor, *unused: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        dims, shape, n = ctx.dims, ctx.shape, ctx.total
+        dyf = dy if dy.dtype == torch.float32 else dy.float()
+        xf = x if x.dtype == torch.float32 else x.float()
+        sum_dy = dyf.sum(dims)
+        sum_dy_xmu = (dyf * xf).sum(dims) - mean * sum_dy
+        grad_weight = (sum_dy_xmu * invstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = sum_dy.to(weight.dtype) if weight is not None and ctx.needs_input_grad[2] else None
+        g = _all_reduce_sum(torch.cat([sum_dy, sum_dy_xmu]))
+        g_dy, g_dy_xmu = g.chunk(2)
+        w = invstd if weight is None else invstd * weight.float()
+        # dx = a * dy + b * x + c, per channel
+        b = -w * invstd * invstd * g_dy_xmu / n
+        c0 = -w * g_dy / n - b * mean
+        dx = torch.addcmul(torch.addcmul(c0.view(shape), dyf, w.view(shape)), xf, b.view(shape))
+        return dx.to(x.dtype), grad_weight, grad_bias, None
 
 
 class CPUSyncBatchNorm(_BatchNorm):
@@ -56,22 +98,11 @@ class CPUSyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        x = input.float()
-        dims = [0, *range(2, x.dim())]
-        count = torch.tensor([x.numel() / max(x.shape[1], 1)], dtype=torch.float32, device=x.device)
-        stats = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
-        c = x.shape[1]
-        n = float(stats[-1].detach())
-        total = max(n, 1.0)
-        mean = stats[:c] / total
-        var = (stats[c : 2 * c] / total - mean * mean).clamp(min=0.0)  # biased, for normalising
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        y, mean, var, total = _SyncBatchNormFunction.apply(input, self.weight if self.affine else None,
+                                                         self.bias if self.affine else None, self.eps)
         if self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), total)
-        return y.to(input.dtype)
+            self._update_running_stats(mean, var, float(total))
+        return y
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, var: Tensor, total: float) -> None:
