@@ -212,6 +212,30 @@ def test_restart_after_a_killed_worker_resumes_from_the_checkpoint(two_process_r
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_processes_run_exits_cleanly(tiny, tmp_path):
+    """`fasterrcnn train --processes 2` (PyTorch's launcher API inside the command) finishes
+    with status 0 and nothing on stderr but the progress bars it was asked not to draw: no
+    leaked-semaphore warning, no launcher log, no traceback."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "fasterrcnn", *TRAIN, "--epochs", "1", "--no-eval", "--processes", "2",
+                           "--data", str(tiny), "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr[-3000:]
+    assert proc.stdout.count("training small (joint)") == 1 and (out / "model_final.pt").is_file()
+
+
+def test_alternating_schedule_in_two_processes(tiny, tmp_path, quick):
+    """The 4-step schedule under DistributedDataParallel: each step trains only some parameters
+    (the RPN's step leaves the detector out, the detector's leaves the RPN out, steps 3-4 fix the
+    backbone); they are left out of DDP, so every step finishes its gradient reduction."""
+    cfg = TrainConfig(data=str(tiny), out=str(tmp_path / "run"), val_split=None, schedule="alternating",
+                      stage_epochs=[1, 1, 1, 1], processes=2, threads=1, **{**quick, "max_iters": 3})
+    result = Trainer(cfg, log=lambda m: None).run()
+    assert [s["iterations"] for s in result.stages] == [3, 3, 3, 3]
+    assert all((tmp_path / "run" / f"stage{k}.pt").is_file() for k in (1, 2, 3, 4))
+
+
 def test_processes_stop_together_on_divergence(tiny, tmp_path, quick):
     """`processes=2` (PyTorch's launcher on this machine): a loss that becomes non-finite stops
     both processes, and the launching process raises the workers' one-line error."""

@@ -62,8 +62,9 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         y = torch.addcmul(shift.view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.total, ctx.dims, ctx.shape = total, dims, shape
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var, torch.tensor(total)
+        count = torch.tensor(total)
+        ctx.mark_non_differentiable(mean, var, count)
+        return y, mean, var, count
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor, *unused: Tensor) -> tuple[Tensor | None, ...]:
