@@ -19,6 +19,17 @@ QUICK: dict[str, Any] = dict(preset="small", min_size=192, max_size=320, batch_s
                              model={"anchors": {"scales": [2, 4, 8, 16]}})
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """A test that trains with `threads` sets this process's torch thread count; later tests
+    (and the session fixtures they build) must run as if alone."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def quick() -> dict[str, Any]:
     """A copy of QUICK for tests in other modules (test modules cannot import conftest)."""

@@ -156,7 +156,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         if cfg.processes > 1 and self.device.type == "cuda" and cfg.processes > torch.cuda.device_count():
             raise ConfigError(f"processes={cfg.processes} needs as many GPUs; {torch.cuda.device_count()} found")
-        if cfg.threads and not self.ctx.active:
+        if cfg.threads and not self.ctx.active and cfg.processes == 1:  # else the workers' own count
             torch.set_num_threads(cfg.threads)
         if cfg.sync_bn and not (self.ctx.active or cfg.processes > 1):
             self.log("note: --sync-bn has no effect in a single process (its BatchNorm already sees the whole batch)")
