@@ -14,9 +14,8 @@ Two budgets:
   every experiment end to end in seconds (CI). Its figures say that the pipeline works, not
   what the trends are.
 * ``full``: 300 training and 100 test images of 256-332 px, 1,000 iterations of 2 images a run,
-  what BENCHMARKS.md reports; about 30 minutes for all five experiments on 2 CPU cores
-  (estimated from short probes: 28-35; runs shared between experiments are trained once: see
-  `Workspace`).
+  what BENCHMARKS.md reports, with the time it takes (runs shared between experiments are
+  trained once: see `Workspace`).
 """
 
 from __future__ import annotations
